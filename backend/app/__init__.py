@@ -1,0 +1,1 @@
+"""Fizko's WhatsApp integration over Kapso."""

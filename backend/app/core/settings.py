@@ -1,0 +1,100 @@
+"""The one settings object, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class ConfigurationError(RuntimeError):
+    """The configuration is unsafe or incomplete for the chosen environment."""
+
+
+class Settings(BaseSettings):
+    """Every setting the service reads; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    environment: Environment = Environment.DEVELOPMENT
+    log_level: str = "INFO"
+
+    # Kapso
+    kapso_api_key: SecretStr | None = None
+    kapso_project_id: str | None = None
+    kapso_webhook_secret: SecretStr | None = None
+    kapso_base_url: str = "https://api.kapso.ai"
+    kapso_legacy_base_url: str | None = Field(
+        default=None,
+        description="Legacy API root; defaults to https://app.kapso.ai for the real Kapso, "
+        "or to KAPSO_BASE_URL when that points elsewhere (an emulator).",
+    )
+    kapso_graph_version: str = "v24.0"
+    kapso_phone_number_id: str | None = None
+    kapso_waba_id: str | None = None
+    kapso_timeout_seconds: float = Field(default=15.0, gt=0)
+    kapso_max_retries: int = Field(default=3, ge=0, le=10)
+
+    # Supabase
+    supabase_url: str | None = None
+    supabase_anon_key: SecretStr | None = None
+    supabase_service_role_key: SecretStr | None = None
+    supabase_jwt_secret: SecretStr | None = None
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+    def missing_production_secrets(self) -> list[str]:
+        """Names of the variables production cannot run without."""
+        required: dict[str, object] = {
+            "KAPSO_API_KEY": self.kapso_api_key,
+            "KAPSO_WEBHOOK_SECRET": self.kapso_webhook_secret,
+            "KAPSO_PHONE_NUMBER_ID": self.kapso_phone_number_id,
+            "SUPABASE_URL": self.supabase_url,
+            "SUPABASE_SERVICE_ROLE_KEY": self.supabase_service_role_key,
+            "SUPABASE_JWT_SECRET": self.supabase_jwt_secret,
+        }
+        missing = []
+        for name, value in required.items():
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if not text:
+                missing.append(name)
+        return missing
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.is_production:
+            missing = self.missing_production_secrets()
+            if missing:
+                raise ConfigurationError(
+                    "ENVIRONMENT=production but these required settings are missing: "
+                    + ", ".join(missing)
+                )
+        return self
+
+    @property
+    def kapso_legacy_root(self) -> str:
+        if self.kapso_legacy_base_url:
+            return self.kapso_legacy_base_url
+        if self.kapso_base_url.rstrip("/") == "https://api.kapso.ai":
+            return "https://app.kapso.ai"
+        return self.kapso_base_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Clients for the outside services this integration talks to."""

@@ -1,0 +1,1 @@
+"""A local, stateful emulator of the parts of Kapso this service uses."""

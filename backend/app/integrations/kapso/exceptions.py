@@ -200,3 +200,7 @@ def error_from_response(response: httpx.Response) -> KapsoAPIError:
         body=body,
         retry_after=retry_after,
     )
+
+
+class KapsoWebhookPayloadError(KapsoError, ValueError):
+    """A webhook body cannot be read: not JSON, not an object, or not shaped as Kapso sends it."""

@@ -125,6 +125,7 @@ class KapsoHTTP:
         files: Any = None,
         data: Mapping[str, str] | None = None,
         is_send: bool = False,
+        authenticated: bool = True,
     ) -> httpx.Response:
         """Perform one logical request with retries; return the successful response.
 
@@ -135,9 +136,13 @@ class KapsoHTTP:
         attempt = 0
         while True:
             try:
-                response = await self._client.request(
+                outgoing = self._client.build_request(
                     method, url, params=clean_params, json=json, files=files, data=data
                 )
+                if not authenticated:
+                    # Download URLs may point at Meta or a CDN: never hand them our key.
+                    outgoing.headers.pop("X-API-Key", None)
+                response = await self._client.send(outgoing)
             except httpx.TimeoutException as exc:
                 # Connect and pool timeouts happen before the request leaves: always safe.
                 sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
@@ -181,6 +186,11 @@ class KapsoHTTP:
             raise KapsoAPIError(
                 "Kapso answered with a body that is not JSON", response.status_code
             ) from exc
+
+    async def download(self, url: str) -> bytes:
+        """GET a file by absolute URL; the API key goes only to Kapso's own host."""
+        own_host = httpx.URL(url).host == httpx.URL(self._base).host
+        return (await self.request("GET", url, authenticated=own_host)).content
 
     # Retry decisions, in one place -------------------------------------------------------
     def _may_retry_transport(self, attempt: int, *, sent: bool, is_send: bool) -> bool:

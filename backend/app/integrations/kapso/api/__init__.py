@@ -1,0 +1,1 @@
+"""One module per Kapso API domain over a shared HTTP core."""

@@ -1,0 +1,1 @@
+"""Business logic: plain classes that use repositories and the Kapso client."""

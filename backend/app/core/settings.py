@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     supabase_service_role_key: SecretStr | None = None
     supabase_jwt_secret: SecretStr | None = None
 
+    # JWT verification
+    supabase_jwks_url: str | None = Field(
+        default=None,
+        description="JWKS of the project's asymmetric signing keys; defaults to "
+        "<SUPABASE_URL>/auth/v1/.well-known/jwks.json.",
+    )
+    supabase_jwt_issuer: str | None = None
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    jwks_cache_seconds: int = Field(default=600, ge=1)
+
     @property
     def is_production(self) -> bool:
         return self.environment is Environment.PRODUCTION

@@ -1,0 +1,121 @@
+"""The service's one error hierarchy and the one place that renders it as JSON."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+ErrorBody = dict[str, dict[str, str]]
+
+
+class AppError(Exception):
+    """An error that knows its HTTP status; raised anywhere, rendered once by the handler."""
+
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.field = field
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def to_body(self) -> ErrorBody:
+        """The response body: `{"error": {"code", "message", "field"?}}`."""
+        error = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return {"error": error}
+
+
+class AuthErrorCode(StrEnum):
+    """Why a bearer token was refused (the `code` of a 401)."""
+
+    # Error codes, not credentials: S105 mistakes `*_TOKEN = "..."` for hardcoded passwords.
+
+    MISSING_TOKEN = "missing_token"  # noqa: S105
+    MALFORMED_TOKEN = "malformed_token"  # noqa: S105
+    EXPIRED_TOKEN = "expired_token"  # noqa: S105
+    INVALID_SIGNATURE = "invalid_signature"
+    INVALID_AUDIENCE = "invalid_audience"
+    INVALID_ISSUER = "invalid_issuer"
+    INVALID_ROLE = "invalid_role"
+    INVALID_CLAIMS = "invalid_claims"
+    UNKNOWN_KEY = "unknown_key"
+    UNSUPPORTED_ALGORITHM = "unsupported_algorithm"
+
+
+# RFC 6750 §3: error_description may only hold printable ASCII without `"` and `\`.
+_UNSAFE_DESCRIPTION_CHARS = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
+
+
+class AuthenticationError(AppError):
+    """401: the request carries no usable bearer token."""
+
+    status_code = 401
+
+    def __init__(self, code: AuthErrorCode, message: str) -> None:
+        if code is AuthErrorCode.MISSING_TOKEN:
+            # RFC 6750 §3.1: a request without credentials gets no error code, only the challenge.
+            challenge = 'Bearer realm="fizko"'
+        else:
+            description = _UNSAFE_DESCRIPTION_CHARS.sub("", message)
+            challenge = f'Bearer error="invalid_token", error_description="{description}"'
+        super().__init__(message, code=code.value, headers={"WWW-Authenticate": challenge})
+        self.auth_code = code
+
+
+class ForbiddenError(AppError):
+    """403: authenticated, but not allowed to do this."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class AuthKeysUnavailableError(AppError):
+    """503: the project's signing keys could not be fetched, so a token cannot be checked."""
+
+    status_code = 503
+    code = "auth_keys_unavailable"
+
+
+def _validation_field(loc: tuple[int | str, ...]) -> str | None:
+    """Dotted location of an invalid input; body fields are named without the `body.` prefix."""
+    parts = list(loc[1:]) if loc and loc[0] == "body" else list(loc)
+    return ".".join(str(part) for part in parts) or None
+
+
+async def _render_app_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=exc.headers or None)
+
+
+async def _render_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    error = AppError(
+        str(first.get("msg", "Invalid request")),
+        code="validation_error",
+        field=_validation_field(tuple(first.get("loc", ()))),
+    )
+    return JSONResponse(error.to_body(), status_code=422)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every AppError and request validation failure in the one error shape."""
+    app.add_exception_handler(AppError, _render_app_error)
+    app.add_exception_handler(RequestValidationError, _render_validation_error)

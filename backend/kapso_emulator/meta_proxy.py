@@ -307,18 +307,22 @@ async def upload_media(
     """Upload a file (multipart `file`, `messaging_product`, `type`); returns its media id."""
     _check_version(graph_version)
     emulator.phone(phone_number_id)
-    form = await request.form()
-    if form.get("messaging_product") != "whatsapp":
-        raise invalid_parameter("The parameter messaging_product is required and must be whatsapp.")
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise invalid_parameter("The parameter file is required.")
-    declared = form.get("type")
-    mime = (declared if isinstance(declared, str) and declared else None) or (
-        upload.content_type or "application/octet-stream"
-    )
-    mime = mime.split(";")[0].strip().lower()
-    data = await upload.read()
+    # The context manager closes the spooled upload file (an unclosed one warns).
+    async with request.form() as form:
+        if form.get("messaging_product") != "whatsapp":
+            raise invalid_parameter(
+                "The parameter messaging_product is required and must be whatsapp."
+            )
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise invalid_parameter("The parameter file is required.")
+        declared = form.get("type")
+        mime = (declared if isinstance(declared, str) and declared else None) or (
+            upload.content_type or "application/octet-stream"
+        )
+        mime = mime.split(";")[0].strip().lower()
+        data = await upload.read()
+        filename = upload.filename
     _kind, limit = MEDIA_LIMITS.get(mime, ("document", DOCUMENT_LIMIT))
     if not (mime in MEDIA_LIMITS or mime.startswith(("application/", "text/"))):
         raise invalid_parameter(f"Param file must be a file with a supported type, not {mime}.")
@@ -326,7 +330,7 @@ async def upload_media(
         raise invalid_parameter(f"Param file is too large: {len(data)} bytes (max {limit}).")
     if not data:
         raise invalid_parameter("Param file is empty.")
-    media = emulator.store_media(phone_number_id, data, mime, upload.filename)
+    media = emulator.store_media(phone_number_id, data, mime, filename)
     return {"id": media.id}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from enum import StrEnum
 
@@ -10,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 ErrorBody = dict[str, dict[str, str]]
+
+logger = logging.getLogger(__name__)
 
 
 class AppError(Exception):
@@ -92,6 +95,74 @@ class AuthKeysUnavailableError(AppError):
     code = "auth_keys_unavailable"
 
 
+class BadRequestError(AppError):
+    """400: the request could not be read (e.g. malformed JSON)."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+class NotFoundError(AppError):
+    """404: no such resource — or none the caller may see (no hint that it exists)."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class ConflictError(AppError):
+    """409: the request conflicts with the current state (e.g. the 24-hour window closed)."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLargeError(AppError):
+    """413: the request body is larger than this endpoint accepts."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnprocessableError(AppError):
+    """422: well-formed but invalid; `field` names what is wrong."""
+
+    status_code = 422
+    code = "validation_error"
+
+
+class TooManyRequestsError(AppError):
+    """429: the caller sent too much; `Retry-After` says when to come back."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
+        seconds = max(1, int(retry_after + 0.999))
+        super().__init__(message, code=code, headers={"Retry-After": str(seconds)})
+        self.retry_after = seconds
+
+
+class UpstreamError(AppError):
+    """502: Kapso failed in a way that is our configuration's fault, not the caller's."""
+
+    status_code = 502
+    code = "upstream_error"
+
+
+class ServiceUnavailableError(AppError):
+    """503: a dependency (Kapso, the store) is unavailable for now; retrying later may work."""
+
+    status_code = 503
+    code = "service_unavailable"
+
+
+class UpstreamTimeoutError(AppError):
+    """504: Kapso did not answer in time; the outcome is unknown and is settled later."""
+
+    status_code = 504
+    code = "upstream_timeout"
+
+
 def _validation_field(loc: tuple[int | str, ...]) -> str | None:
     """Dotted location of an invalid input; body fields are named without the `body.` prefix."""
     parts = list(loc[1:]) if loc and loc[0] == "body" else list(loc)
@@ -115,7 +186,15 @@ async def _render_validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error.to_body(), status_code=422)
 
 
+async def _render_unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+    # The traceback is logged by the server; the caller learns nothing internal.
+    logger.error("Unhandled error: %s", type(exc).__name__, exc_info=exc)
+    error = AppError("Internal server error", code="internal_error")
+    return JSONResponse(error.to_body(), status_code=500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every AppError and request validation failure in the one error shape."""
     app.add_exception_handler(AppError, _render_app_error)
     app.add_exception_handler(RequestValidationError, _render_validation_error)
+    app.add_exception_handler(Exception, _render_unexpected_error)

@@ -222,8 +222,6 @@ def phone_number_record(phone: PhoneNumberConfig) -> dict[str, Any]:
 def conversation_webhook(state: EmulatorState, conv: Conversation) -> dict[str, Any]:
     """The `conversation` object inside webhook bodies (v2)."""
     full = conversation_record(state, conv)
-    kapso = {k: v for k, v in full["kapso"].items() if v is not None}
-    full["kapso"] = kapso
     full.pop("whatsapp_config_id", None)
     return full
 

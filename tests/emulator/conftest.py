@@ -1,4 +1,4 @@
-"""Fixtures for the emulator's tests: the emulator and a webhook receiver, both real HTTP servers."""
+"""Emulator tests' fixtures: the emulator and a webhook receiver, both real HTTP servers."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ class RunningEmulator:
         return result
 
     async def send_text(
-        self, body: str = "Hola María", timeout: float | None = None, **extra: Any
+        self, body: str = "Hola María", read_timeout: float | None = None, **extra: Any
     ) -> httpx.Response:
         payload = {
             "messaging_product": "whatsapp",
@@ -135,7 +135,7 @@ class RunningEmulator:
             **extra,
         }
         return await self.client.post(
-            self.proxy(f"{PHONE_NUMBER_ID}/messages"), json=payload, timeout=timeout or 10
+            self.proxy(f"{PHONE_NUMBER_ID}/messages"), json=payload, timeout=read_timeout or 10
         )
 
     async def drain(self) -> None:

@@ -132,7 +132,7 @@ async def test_read_timeout_after_the_send_was_recorded(kapso: RunningEmulator) 
     )
 
     with pytest.raises(httpx.ReadTimeout):
-        await kapso.send_text("¿llegó?", biz_opaque_callback_data="out_42", timeout=0.5)
+        await kapso.send_text("¿llegó?", biz_opaque_callback_data="out_42", read_timeout=0.5)
 
     # The client cannot know, but the message went out: the outbox and history show it.
     outbox = (await kapso.client.get("/_emulator/outbox")).json()["data"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from .conftest import PHONE_NUMBER_ID, USER, USER_WA_ID, RunningEmulator
@@ -44,6 +46,10 @@ async def test_proxy_message_history_shapes_and_filters(kapso: RunningEmulator) 
     assert one.json()["kapso"] == {"direction": "inbound", "contact_name": "María González"}
 
 
+def texts(page: dict[str, Any]) -> list[str]:
+    return [m["text"]["body"] for m in page["data"]]
+
+
 async def test_cursor_pagination(kapso: RunningEmulator) -> None:
     for index in range(5):
         await kapso.inbound(text=f"m{index}")
@@ -70,7 +76,6 @@ async def test_cursor_pagination(kapso: RunningEmulator) -> None:
     platform_bad = await kapso.client.get(f"{PLATFORM}/messages", params={"limit": 0})
     bad_cursor = await kapso.client.get(f"{PLATFORM}/messages", params={"after": "nonsense"})
 
-    texts = lambda page: [m["text"]["body"] for m in page["data"]]  # noqa: E731
     assert texts(first) == ["m4", "m3"]
     assert texts(second) == ["m2", "m1"]
     assert texts(third) == texts(second)

@@ -178,6 +178,40 @@ async def simulate_inbound(
     }
 
 
+class BusinessAppMessage(BaseModel):
+    """A person at the business answering from the WhatsApp Business app (human takeover)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phone: str = Field(min_length=4)
+    text: str = Field(min_length=1, max_length=4096)
+    phone_number_id: str | None = None
+
+
+@router.post("/business_app", status_code=201)
+async def simulate_business_app(
+    body: BusinessAppMessage, request: Request, emulator: EmulatorDep
+) -> dict[str, Any]:
+    """Emit `whatsapp.message.sent` with origin `business_app` (not in the outbox)."""
+    phone_number_id = body.phone_number_id or emulator.config.phone_numbers[0].phone_number_id
+    emulator.phone(phone_number_id)
+    message = emulator.record_send(
+        phone_number_id=phone_number_id,
+        wa_id=digits(body.phone),
+        msg_type="text",
+        body={"body": body.text},
+        content=body.text,
+        request={},
+        biz_opaque=None,
+        context_id=None,
+        media_id=None,
+        fail_with=None,
+        public_url=public_url(request, emulator),
+        origin="business_app",
+    )
+    return {"id": message.id, "conversation_id": message.conversation_id}
+
+
 # -- what the service did -------------------------------------------------------------------------
 
 

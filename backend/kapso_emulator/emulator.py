@@ -282,8 +282,13 @@ class Emulator:
         media_id: str | None,
         fail_with: int | None,
         public_url: str,
+        origin: str = "cloud_api",
     ) -> Message:
-        """An accepted send: record it, put it in the outbox, schedule its status events."""
+        """An accepted send: record it, put it in the outbox, schedule its status events.
+
+        `origin="business_app"` is a person answering from the WhatsApp Business app: Kapso
+        echoes it as `whatsapp.message.sent`, but it is not something the service sent.
+        """
         conv, is_new = self._conversation_for(phone_number_id, wa_id, None)
         now = self.clock.now()
         message = Message(
@@ -302,23 +307,25 @@ class Emulator:
             biz_opaque_callback_data=biz_opaque,
             media_id=media_id,
             content=content,
+            origin=origin,
         )
         self.state.messages[message.id] = message
         conv.last_outbound_at = now
         conv.last_active_at = now
         conv.updated_at = now
         conv.typing_until = None
-        self.state.outbox.append(
-            OutboxEntry(
-                seq=self.state.next_seq(),
-                kind="message",
-                message_id=message.id,
-                phone_number_id=phone_number_id,
-                to=wa_id,
-                request=request,
-                at=now,
+        if origin == "cloud_api":
+            self.state.outbox.append(
+                OutboxEntry(
+                    seq=self.state.next_seq(),
+                    kind="message",
+                    message_id=message.id,
+                    phone_number_id=phone_number_id,
+                    to=wa_id,
+                    request=request,
+                    at=now,
+                )
             )
-        )
         if is_new:
             self._emit_conversation("whatsapp.conversation.created", conv)
         if fail_with is None and wa_id in self.config.undeliverable_numbers:

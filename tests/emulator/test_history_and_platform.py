@@ -262,3 +262,34 @@ async def test_media_upload_get_download_delete(kapso: RunningEmulator) -> None:
     assert gone.status_code == 400
     assert gone.json()["error"]["code"] == 100
     assert too_big.status_code == 400
+
+
+async def test_platform_patch_accepts_the_bare_status_shape_too(kapso: RunningEmulator) -> None:
+    conv = (await kapso.inbound())["conversation_id"]
+
+    response = await kapso.client.patch(
+        f"{PLATFORM}/conversations/{conv}", json={"status": "ended"}
+    )
+
+    assert response.json()["data"]["status"] == "ended"
+
+
+async def test_reset_forgets_everything(kapso: RunningEmulator) -> None:
+    await kapso.inbound()
+    await kapso.client.post("/_emulator/faults", json={"kind": "status", "times": None})
+    await kapso.client.post("/_emulator/clock/advance", json={"hours": 3})
+
+    await kapso.client.post("/_emulator/reset")
+
+    conversations = await kapso.client.get(f"{PLATFORM}/conversations")
+    assert conversations.status_code == 200
+    assert conversations.json()["data"] == []
+    assert (await kapso.client.get("/_emulator/clock")).json()["offset_seconds"] == 0
+    assert (await kapso.client.get("/_emulator/outbox")).json()["data"] == []
+
+
+async def test_unknown_proxy_path_is_a_graph_error(kapso: RunningEmulator) -> None:
+    response = await kapso.client.get(kapso.proxy("1/2/3/4"))
+
+    assert response.status_code == 400
+    assert response.json()["error"]["error_subcode"] == 33

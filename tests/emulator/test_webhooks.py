@@ -272,3 +272,22 @@ async def test_idle_conversations_end_when_the_clock_moves(
     await kapso_hooked.drain()
 
     assert receiver.events()[-1] == "whatsapp.conversation.ended"
+
+
+async def test_business_app_echo(kapso_hooked: RunningEmulator, receiver: WebhookReceiver) -> None:
+    await kapso_hooked.inbound()
+    await kapso_hooked.drain()
+    receiver.requests.clear()
+
+    answer = await kapso_hooked.client.post(
+        "/_emulator/business_app", json={"phone": USER, "text": "Hola, te escribe Camila"}
+    )
+    await kapso_hooked.drain()
+
+    assert answer.status_code == 201
+    sent = json.loads(receiver.requests[0].body)
+    assert receiver.events()[0] == "whatsapp.message.sent"
+    assert sent["message"]["kapso"]["origin"] == "business_app"
+    fixture = json.loads((FIXTURES / "v2" / "message.sent.business_app.json").read_text())
+    assert _subset(_keys(fixture), _keys(sent)) == []
+    assert (await kapso_hooked.client.get("/_emulator/outbox")).json()["data"] == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,15 @@ class Settings(BaseSettings):
     supabase_anon_key: SecretStr | None = None
     supabase_service_role_key: SecretStr | None = None
     supabase_jwt_secret: SecretStr | None = None
+
+    # Storage
+    store_backend: Literal["auto", "supabase", "sqlite"] = Field(
+        default="auto",
+        description="auto: Supabase when SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are set, "
+        "else the embedded SQLite file.",
+    )
+    sqlite_path: str = ".local/whatsapp.sqlite3"
+    store_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # JWT verification
     supabase_jwks_url: str | None = Field(

@@ -8,6 +8,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from app.core.phone import try_normalize_phone
+
 JsonObject = dict[str, JsonValue]
 
 
@@ -76,6 +78,20 @@ class WhatsAppConversationMetadata(BaseModel):
     # Kapso's view of the conversation (active, ended, inactive...).
     kapso_status: str | None = None
     last_inbound_at: datetime | None = None
+
+    def creation_json(self) -> JsonObject:
+        """The metadata of a new conversation: every field that has a value."""
+        return self._with_e164(self.model_dump(mode="json", exclude_none=True))
+
+    def patch_json(self) -> JsonObject:
+        """The keys to merge into existing metadata: only the fields set explicitly."""
+        return self._with_e164(self.model_dump(mode="json", exclude_unset=True))
+
+    def _with_e164(self, data: JsonObject) -> JsonObject:
+        # Stored normalised, so "latest conversation of this number" matches any format.
+        if self.phone_number:
+            data["phone_number"] = try_normalize_phone(self.phone_number) or self.phone_number
+        return data
 
 
 class Conversation(_Record):

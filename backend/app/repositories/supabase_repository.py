@@ -244,7 +244,7 @@ class SupabaseWhatsAppRepository:
         params: dict[str, JSON] = {
             "p_kapso_conversation_id": kapso_conversation_id,
             "p_user_id": str(user_id),
-            "p_metadata": _creation_metadata(metadata),
+            "p_metadata": metadata.creation_json(),
             "p_title": title,
         }
         result = await self._one_json(
@@ -296,7 +296,7 @@ class SupabaseWhatsAppRepository:
     ) -> Conversation | None:
         params: dict[str, JSON] = {
             "p_conversation_id": str(conversation_id),
-            "p_metadata": _patch_metadata(metadata),
+            "p_metadata": metadata.patch_json() if metadata else {},
             "p_status": status.value if status else None,
         }
         return await self._first(
@@ -559,19 +559,3 @@ def _single(rows: list[ModelT], what: str) -> ModelT:
     if len(rows) != 1:
         raise StoreError(f"expected one {what} row, got {len(rows)}")
     return rows[0]
-
-
-def _creation_metadata(metadata: WhatsAppConversationMetadata) -> JSON:
-    data = metadata.model_dump(mode="json", exclude_none=True)
-    if metadata.phone_number:
-        data["phone_number"] = try_normalize_phone(metadata.phone_number) or metadata.phone_number
-    return data
-
-
-def _patch_metadata(metadata: WhatsAppConversationMetadata | None) -> JSON:
-    if metadata is None:
-        return {}
-    data = metadata.model_dump(mode="json", exclude_unset=True)
-    if metadata.phone_number:
-        data["phone_number"] = try_normalize_phone(metadata.phone_number) or metadata.phone_number
-    return data

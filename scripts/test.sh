@@ -20,8 +20,8 @@ uv run --no-sync ruff check backend tests
 echo "==> ruff format --check"
 uv run --no-sync ruff format --check backend tests
 
-echo "==> mypy --strict backend/app"
-uv run --no-sync mypy --strict backend/app
+echo "==> mypy --strict backend/app backend/kapso_emulator"
+uv run --no-sync mypy --strict backend/app backend/kapso_emulator
 
 echo "==> pytest"
 uv run --no-sync pytest "$@"

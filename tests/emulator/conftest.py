@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -11,12 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from kapso_emulator.app import EmulatorApp, create_app
 from kapso_emulator.config import EmulatorConfig, StatusDelays
 from kapso_emulator.emulator import Emulator
+from support.asgi_server import serve
 
 API_KEY = "test-key"
 PHONE_NUMBER_ID = "1029384756"
@@ -26,27 +25,6 @@ USER_WA_ID = "56912345678"
 SECRET = "whsec-test"
 # Kapso's seconds become hundredths: retries at +0.1 s, +0.4 s, +0.9 s.
 TIME_SCALE = 0.01
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    """Run `app` under uvicorn on a free port of 127.0.0.1; yields its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical", lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if task.done():
-            task.result()
-        if time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
 
 
 @dataclass

@@ -343,6 +343,7 @@ async def test_media_upload_get_download_delete(
     assert get.calls.last.request.url.params["phone_number_id"] == PHONE_NUMBER_ID
     assert await kapso.media.download("media-1") == b"%PDF-1.4 ..."
     assert download.calls.last.request.headers["X-API-Key"] == API_KEY  # Kapso's own host
+    assert download.calls.last.request.url.params["token"] == "t"  # the signed query survives
 
     delete = kapso_mock.delete(f"{PROXY}/media-1").mock(
         return_value=httpx.Response(200, json={"success": True})

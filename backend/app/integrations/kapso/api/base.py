@@ -137,7 +137,13 @@ class KapsoHTTP:
         while True:
             try:
                 outgoing = self._client.build_request(
-                    method, url, params=clean_params, json=json, files=files, data=data
+                    method,
+                    url,
+                    # An empty mapping would erase a query already in `url` (download links).
+                    params=clean_params or None,
+                    json=json,
+                    files=files,
+                    data=data,
                 )
                 if not authenticated:
                     # Download URLs may point at Meta or a CDN: never hand them our key.

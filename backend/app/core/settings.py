@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -27,6 +28,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
+        # `KEY=` in .env (as .env.example has) means "not set", not an empty value.
+        env_ignore_empty=True,
     )
 
     environment: Environment = Environment.DEVELOPMENT
@@ -72,6 +75,30 @@ class Settings(BaseSettings):
     supabase_jwt_issuer: str | None = None
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
     jwks_cache_seconds: int = Field(default=600, ge=1)
+
+    # Inbound webhooks and the inbox worker
+    webhook_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    worker_enabled: bool = Field(
+        default=True, description="Run the inbox worker inside the API process."
+    )
+    worker_concurrency: int = Field(default=8, ge=1, le=256)
+    worker_batch_size: int = Field(default=16, ge=1, le=500)
+    worker_lease_seconds: float = Field(default=60.0, gt=1)
+    worker_poll_seconds: float = Field(default=0.5, gt=0)
+    worker_max_attempts: int = Field(default=6, ge=1, le=50)
+    worker_retry_base_seconds: float = Field(default=2.0, gt=0)
+    worker_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # A reply whose send may have reached Kapso is checked against Kapso's history only after
+    # this long, so a message Kapso is still recording is not taken for a lost one.
+    worker_settle_seconds: float = Field(default=20.0, ge=0)
+
+    # Phone authentication and what WhatsApp users read
+    auth_cache_ttl_seconds: float = Field(
+        default=3600.0, ge=0, description="How long a conversation's cached user/company holds."
+    )
+    registration_notice_interval_seconds: float = Field(default=86_400.0, ge=0)
+    fizko_app_url: str = "https://app.fizko.ai"
+    whatsapp_texts_file: Path | None = None
 
     @property
     def is_production(self) -> bool:

@@ -23,5 +23,6 @@ uv run --no-sync ruff format --check backend tests
 echo "==> mypy --strict backend/app backend/kapso_emulator"
 uv run --no-sync mypy --strict backend/app backend/kapso_emulator
 
+./scripts/ensure-browser.sh
 echo "==> pytest"
 uv run --no-sync pytest "$@"

@@ -177,3 +177,44 @@ async def test_unknown_reference_is_a_constraint_error(
 
     with pytest.raises(StoreConstraintError):
         await repository.record_outbound(outbound(**{field: uuid.uuid4()}))
+
+
+async def test_content_and_send_attempts(repository: WhatsAppRepository) -> None:
+    message = (await repository.record_outbound(outbound(content="¡Hola!"))).message
+    assert message.content == "¡Hola!"
+    assert message.send_attempts == 0
+    assert message.last_attempt_at is None
+    first = await repository.mark_outbound_attempt(message.id)
+    second = await repository.mark_outbound_attempt(message.id)
+    assert first.send_attempts == 1
+    assert second.send_attempts == 2
+    assert first.last_attempt_at is not None
+    assert second.last_attempt_at is not None
+    assert second.last_attempt_at >= first.last_attempt_at
+    assert second.status is OutboundStatus.PENDING
+    assert await repository.get_outbound(message.id) == second
+
+    from app.repositories.errors import StoreConstraintError
+
+    with pytest.raises(StoreConstraintError):
+        await repository.mark_outbound_attempt(uuid.uuid4())
+
+
+async def test_outbound_of_an_inbox_event(repository: WhatsAppRepository, tag: str) -> None:
+    from app.repositories.models import NewInboxEvent
+
+    [recorded] = await repository.record_inbox_events(
+        [NewInboxEvent(idempotency_key=f"{tag}-in", event="whatsapp.message.received", payload={})]
+    )
+    event_id = recorded.event_id
+    parts = [
+        await repository.record_outbound(
+            outbound(inbox_event_id=event_id, content=f"part {i}", idempotency_key=f"{tag}:{i}")
+        )
+        for i in range(2)
+    ]
+    await repository.record_outbound(outbound(content="unrelated"))
+    listed = await repository.list_outbound_for_inbox_event(event_id)
+    assert [m.id for m in listed] == [p.message.id for p in parts]
+    assert [m.content for m in listed] == ["part 0", "part 1"]
+    assert await repository.list_outbound_for_inbox_event(uuid.uuid4()) == []

@@ -19,7 +19,7 @@ from support.store_data import make_member, unique_phone
 async def test_find_profile_by_phone_matches_any_common_format(
     repository: WhatsAppRepository, typed: str
 ) -> None:
-    digits = f"{uuid.uuid4().int % 10**8:08d}"
+    digits = unique_phone().removeprefix("+569")
     a, b = digits[:4], digits[4:]
     profile = await repository.create_profile(phone=typed.format(a=a, b=b), full_name="Ana")
 

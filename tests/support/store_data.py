@@ -13,8 +13,13 @@ RepositoryFactory = Callable[[], Awaitable[WhatsAppRepository]]
 
 
 def unique_phone() -> str:
-    """A Chilean mobile number no other test uses, in E.164."""
-    return f"+569{uuid.uuid4().int % 10**8:08d}"
+    """A valid Chilean mobile number (9 then 2, 4, 5 or 8) no other test uses, in E.164.
+
+    Valid, not merely possible: normalize_phone prefers a valid reading, and bare digits of an
+    unallocated Chilean number can read as a valid number of another country.
+    """
+    value = uuid.uuid4().int
+    return f"+569{'2458'[value % 4]}{value // 4 % 10**7:07d}"
 
 
 async def make_member(

@@ -240,6 +240,8 @@ class NewOutboundMessage(BaseModel):
     # Unique per user (None = the service): the same key is the same message, sent once.
     idempotency_key: str | None = None
     request_fingerprint: str | None = None
+    # The text sent (or its caption/summary), to recognise it in Kapso's history.
+    content: str | None = None
 
 
 class OutboundMessage(_Record):
@@ -259,6 +261,10 @@ class OutboundMessage(_Record):
     error_message: str | None = None
     idempotency_key: str | None = None
     request_fingerprint: str | None = None
+    content: str | None = None
+    # Attempts to call Kapso: > 0 means a send may have left, even if the status is pending.
+    send_attempts: int = 0
+    last_attempt_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 

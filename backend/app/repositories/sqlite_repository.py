@@ -159,6 +159,9 @@ class SqliteWhatsAppRepository:
                 raise StoreUnavailableError(f"sqlite: {err}") from err
             except (sqlite3.Error, ValueError) as err:
                 raise StoreError(f"sqlite: {err}") from err
+            except OSError as err:
+                # The file's directory cannot be created or read.
+                raise StoreUnavailableError(f"sqlite file {self._path}: {err}") from err
 
     @staticmethod
     async def _fetch_all(
@@ -663,8 +666,8 @@ class SqliteWhatsAppRepository:
                      (id, wamid, conversation_id, kapso_conversation_id, company_id, user_id,
                       to_phone, business_phone_number_id, message_type, purpose, inbox_event_id,
                       status, error_code, error_message, idempotency_key, request_fingerprint,
-                      created_at, updated_at)
-                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) returning *""",
+                      content, created_at, updated_at)
+                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) returning *""",
                 (
                     str(uuid.uuid4()),
                     message.wamid,
@@ -682,6 +685,7 @@ class SqliteWhatsAppRepository:
                     message.error_message,
                     message.idempotency_key,
                     message.request_fingerprint,
+                    message.content,
                     now,
                     now,
                 ),
@@ -689,6 +693,19 @@ class SqliteWhatsAppRepository:
         return OutboundRecordResult(
             message=_parse(OutboundMessage, _required(row, "outbound message")), created=True
         )
+
+    async def mark_outbound_attempt(self, outbound_id: UUID) -> OutboundMessage:
+        now = _ts(_now())
+        message = await self._write_returning_one(
+            OutboundMessage,
+            """update whatsapp_outbound_messages
+                  set send_attempts = send_attempts + 1, last_attempt_at = ?, updated_at = ?
+                where id = ? returning *""",
+            (now, now, str(outbound_id)),
+        )
+        if message is None:
+            raise StoreConstraintError(f"no outbound message {outbound_id}")
+        return message
 
     async def advance_outbound_status(
         self,
@@ -780,6 +797,14 @@ class SqliteWhatsAppRepository:
             """select * from whatsapp_outbound_messages
                 where idempotency_key = ? and coalesce(user_id, '') = coalesce(?, '') limit 1""",
             (idempotency_key, _id(user_id)),
+        )
+
+    async def list_outbound_for_inbox_event(self, inbox_event_id: UUID) -> list[OutboundMessage]:
+        return await self._read_all(
+            OutboundMessage,
+            """select * from whatsapp_outbound_messages where inbox_event_id = ?
+                order by created_at, id""",
+            (str(inbox_event_id),),
         )
 
     async def find_latest_outbound_to(

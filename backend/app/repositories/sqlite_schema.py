@@ -185,4 +185,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         end
         """,
     ),
+    (
+        "alter table whatsapp_outbound_messages add column content text",
+        """alter table whatsapp_outbound_messages
+             add column send_attempts integer not null default 0""",
+        "alter table whatsapp_outbound_messages add column last_attempt_at text",
+        """create index whatsapp_outbound_messages_inbox_event_idx
+             on whatsapp_outbound_messages (inbox_event_id)""",
+    ),
 )

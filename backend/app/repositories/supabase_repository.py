@@ -76,7 +76,8 @@ def store_error_from_api_error(err: APIError) -> StoreError:
 class SupabaseWhatsAppRepository:
     """Service-role access to the Fizko tables and this service's own, through PostgREST."""
 
-    def __init__(self, client: AsyncClient, http_client: httpx.AsyncClient) -> None:
+    def __init__(self, client: AsyncClient, http_client: httpx.AsyncClient | None = None) -> None:
+        """Wrap a service-role client; `http_client`, when given, is owned and closed here."""
         self._client = client
         self._http = http_client
 
@@ -110,7 +111,8 @@ class SupabaseWhatsAppRepository:
         return "supabase"
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -464,6 +466,13 @@ class SupabaseWhatsAppRepository:
             raise StoreError("record returned no outbound message")
         return result
 
+    async def mark_outbound_attempt(self, outbound_id: UUID) -> OutboundMessage:
+        query = self._client.rpc("whatsapp_outbound_mark_attempt", {"p_id": str(outbound_id)})
+        message = await self._first(query, OutboundMessage)
+        if message is None:
+            raise StoreConstraintError(f"no outbound message {outbound_id}")
+        return message
+
     async def advance_outbound_status(
         self,
         outbound_id: UUID,
@@ -528,6 +537,16 @@ class SupabaseWhatsAppRepository:
             query.is_("user_id", "null") if user_id is None else query.eq("user_id", str(user_id))
         )
         return await self._first(query.limit(1), OutboundMessage)
+
+    async def list_outbound_for_inbox_event(self, inbox_event_id: UUID) -> list[OutboundMessage]:
+        query = (
+            self._client.table("whatsapp_outbound_messages")
+            .select("*")
+            .eq("inbox_event_id", str(inbox_event_id))
+            .order("created_at")
+            .order("id")
+        )
+        return await self._rows(query, OutboundMessage)
 
     async def find_latest_outbound_to(
         self, to_phone: str, *, purpose: str

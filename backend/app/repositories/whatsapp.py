@@ -221,6 +221,13 @@ class WhatsAppRepository(Protocol):
         returns the existing row with created=False, and the caller must not send again."""
         ...
 
+    async def mark_outbound_attempt(self, outbound_id: UUID) -> OutboundMessage:
+        """Count a send attempt (and its time) just before calling Kapso.
+
+        Raises `StoreConstraintError` when there is no such message (it was recorded first).
+        """
+        ...
+
     async def advance_outbound_status(
         self,
         outbound_id: UUID,
@@ -252,6 +259,11 @@ class WhatsAppRepository(Protocol):
     async def find_outbound_by_idempotency_key(
         self, idempotency_key: str, *, user_id: UUID | None
     ) -> OutboundMessage | None: ...
+
+    async def list_outbound_for_inbox_event(self, inbox_event_id: UUID) -> list[OutboundMessage]:
+        """The messages sent (or being sent) for an inbound event, oldest first: what an earlier
+        attempt at the event already decided to send."""
+        ...
 
     async def find_latest_outbound_to(
         self, to_phone: str, *, purpose: str

@@ -2,46 +2,63 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.container import build_container
+from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.settings import Settings, get_settings
-from app.integrations.kapso import KapsoClient
+from app.routers.whatsapp.main import router as whatsapp_router
+from app.services.whatsapp.responder import Responder
+
+logger = logging.getLogger(__name__)
 
 
-def build_kapso_client(settings: Settings) -> KapsoClient:
-    """The process's one Kapso client, configured from settings."""
-    api_key = settings.kapso_api_key.get_secret_value() if settings.kapso_api_key else ""
-    return KapsoClient(
-        api_token=api_key,
-        base_url=settings.kapso_base_url,
-        legacy_base_url=settings.kapso_legacy_root,
-        graph_version=settings.kapso_graph_version,
-        timeout=settings.kapso_timeout_seconds,
-        max_retries=settings.kapso_max_retries,
-    )
-
-
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, responder: Responder | None = None) -> FastAPI:
     """Build the app; shared clients are created once in the lifespan."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with build_kapso_client(settings) as kapso:
+        async with build_container(settings, responder=responder) as container:
             app.state.settings = settings
-            app.state.kapso = kapso
-            yield
+            app.state.container = container
+            app.state.kapso = container.kapso
+            app.state.jwt_verifier = container.jwt_verifier
+            if not settings.kapso_webhook_secret:
+                logger.warning(
+                    "KAPSO_WEBHOOK_SECRET is not set: webhooks are accepted UNSIGNED "
+                    "(development only; production refuses to start)"
+                )
+            worker_task = None
+            if settings.worker_enabled:
+                worker_task = asyncio.create_task(container.worker.run(), name="inbox-worker")
+            logger.info(
+                "Store: %s; in-process worker: %s",
+                container.repository.backend_name,
+                "on" if worker_task else "off",
+            )
+            try:
+                yield
+            finally:
+                if worker_task is not None:
+                    await container.worker.stop()
+                    await worker_task
 
     app = FastAPI(
         title="Fizko WhatsApp integration",
         version="0.1.0",
+        summary="Kapso webhooks in, WhatsApp messages out, for Fizko's users.",
         lifespan=lifespan,
     )
+    install_error_handlers(app)
+    app.include_router(whatsapp_router)
 
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""HTTP routes: thin, typed, and only ever calling services."""

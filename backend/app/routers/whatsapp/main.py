@@ -1,0 +1,10 @@
+"""The /api/whatsapp router, assembled from its route modules."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.routers.whatsapp.routes import webhooks
+
+router = APIRouter(prefix="/api/whatsapp")
+router.include_router(webhooks.router)

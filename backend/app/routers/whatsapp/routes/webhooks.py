@@ -1,0 +1,30 @@
+"""`POST /api/whatsapp/webhook`: Kapso's deliveries, HMAC-verified (no JWT)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from app.core.request_body import read_body_limited
+from app.routers.whatsapp.dependencies import ContainerDep
+from app.routers.whatsapp.schemas import ErrorResponse, WebhookAck
+
+router = APIRouter(tags=["webhooks"])
+
+
+@router.post(
+    "/webhook",
+    response_model=WebhookAck,
+    responses={
+        400: {"model": ErrorResponse, "description": "The body is not a Kapso delivery."},
+        401: {"model": ErrorResponse, "description": "Missing or wrong X-Webhook-Signature."},
+        413: {"model": ErrorResponse, "description": "The body is over the size limit."},
+        503: {"model": ErrorResponse, "description": "Not recorded; Kapso will retry."},
+    },
+)
+async def receive_webhook(request: Request, container: ContainerDep) -> WebhookAck:
+    """Record Kapso's events durably and answer at once; a worker processes them."""
+    raw_body = await read_body_limited(request, container.settings.webhook_max_body_bytes)
+    summary = await container.ingest.ingest(raw_body, request.headers)
+    return WebhookAck(
+        received=summary.received, accepted=summary.accepted, duplicates=summary.duplicates
+    )

@@ -1,0 +1,159 @@
+"""What the inbox worker does with each recorded webhook event."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from uuid import UUID
+
+from app.integrations.kapso.api.webhooks import parse_webhook
+from app.integrations.kapso.exceptions import KapsoWebhookPayloadError
+from app.integrations.kapso.webhook_events import (
+    ConversationEvent,
+    KapsoEventName,
+    MessageDirection,
+    MessageEvent,
+    MessageOrigin,
+    MessageStatus,
+    WebhookEvent,
+)
+from app.repositories.models import InboxEvent, JsonObject, OutboundStatus, OutboundStatusChange
+from app.repositories.whatsapp import WhatsAppRepository
+from app.services.whatsapp.conversation_manager import WhatsAppConversationManager
+from app.services.whatsapp.inbound import InboundMessageHandler
+from app.services.whatsapp.processing_errors import PermanentEventError
+
+logger = logging.getLogger(__name__)
+
+_STATUS_BY_EVENT = {
+    KapsoEventName.MESSAGE_SENT.value: OutboundStatus.SENT,
+    KapsoEventName.MESSAGE_DELIVERED.value: OutboundStatus.DELIVERED,
+    KapsoEventName.MESSAGE_READ.value: OutboundStatus.READ,
+    KapsoEventName.MESSAGE_FAILED.value: OutboundStatus.FAILED,
+}
+
+
+def inbox_payload(event: WebhookEvent) -> JsonObject:
+    """How an event is kept in the inbox: its own body plus what the headers said."""
+    return {"event": event.event, "payload_version": event.payload_version, "body": event.raw}
+
+
+def decode_inbox_event(inbox_event: InboxEvent) -> WebhookEvent:
+    """The typed event back from its inbox payload."""
+    payload: dict[str, Any] = dict(inbox_event.payload)
+    try:
+        events = parse_webhook(
+            payload.get("body") or {},
+            event=str(payload.get("event") or inbox_event.event),
+            payload_version=str(payload.get("payload_version") or "") or None,
+        )
+    except KapsoWebhookPayloadError as exc:
+        raise PermanentEventError(f"stored payload cannot be parsed: {exc}") from exc
+    if len(events) != 1:
+        raise PermanentEventError(f"stored payload holds {len(events)} events, expected 1")
+    return events[0]
+
+
+class WhatsAppEventProcessor:
+    """Dispatches one event: inbound messages, echoes, statuses, conversation changes."""
+
+    def __init__(
+        self,
+        *,
+        repository: WhatsAppRepository,
+        conversations: WhatsAppConversationManager,
+        inbound: InboundMessageHandler,
+    ) -> None:
+        self._repository = repository
+        self._conversations = conversations
+        self._inbound = inbound
+
+    async def process(self, inbox_event: InboxEvent) -> None:
+        event = decode_inbox_event(inbox_event)
+        if isinstance(event, MessageEvent):
+            await self._message(inbox_event, event)
+        elif isinstance(event, ConversationEvent):
+            await self._conversation(event)
+        else:
+            # Stored and acknowledged; nothing to do with an event we do not know.
+            logger.info("Ignoring unknown webhook event %s", event.event)
+
+    async def _message(self, inbox_event: InboxEvent, event: MessageEvent) -> None:
+        if event.event == KapsoEventName.MESSAGE_RECEIVED:
+            if event.direction is MessageDirection.OUTBOUND:
+                logger.info("Ignoring an outbound message delivered as received")
+                return
+            await self._inbound.handle(inbox_event, event)
+            return
+        status = _STATUS_BY_EVENT.get(event.event)
+        if status is None:
+            logger.info("Ignoring message event %s", event.event)
+            return
+        change = await self._advance(event, status)
+        if (
+            event.event == KapsoEventName.MESSAGE_SENT
+            and change is None
+            and event.origin is MessageOrigin.BUSINESS_APP
+        ):
+            await self._store_manual(event)
+
+    async def _advance(
+        self, event: MessageEvent, status: OutboundStatus
+    ) -> OutboundStatusChange | None:
+        """Move our outbound message forward; None when the message is not one of ours."""
+        if event.status is MessageStatus.FAILED or status is OutboundStatus.FAILED:
+            status = OutboundStatus.FAILED
+        error = event.errors[0] if event.errors else None
+        error_code = str(error.code) if error and error.code is not None else None
+        error_message = (error.message or error.title) if error else None
+        ours = _uuid(event.callback_data)
+        if ours is not None:
+            # Our id, echoed back: settles even a send whose wamid we never learned.
+            change = await self._repository.advance_outbound_status(
+                ours, status, wamid=event.wamid, error_code=error_code, error_message=error_message
+            )
+            if change is not None:
+                return change
+        if event.wamid is None:
+            return None
+        return await self._repository.advance_outbound_status_by_wamid(
+            event.wamid, status, error_code=error_code, error_message=error_message
+        )
+
+    async def _store_manual(self, event: MessageEvent) -> None:
+        """A person answered from Kapso's inbox: keep it in the conversation, marked manual."""
+        if event.conversation_id is None:
+            return
+        conversation = await self._conversations.find(event.conversation_id)
+        if conversation is None:
+            logger.info("Manual message on a conversation we do not store; not kept")
+            return
+        await self._conversations.store_outbound(
+            conversation.id,
+            content=event.text or f"[{event.message_type.value}]",
+            wamid=event.wamid,
+            message_type=event.message_type.value,
+            manual=True,
+        )
+
+    async def _conversation(self, event: ConversationEvent) -> None:
+        if event.event not in (
+            KapsoEventName.CONVERSATION_ENDED,
+            KapsoEventName.CONVERSATION_INACTIVE,
+        ):
+            return
+        conversation_id = event.conversation_id
+        conversation = await self._conversations.find(conversation_id) if conversation_id else None
+        if conversation is None:
+            return
+        kapso_status = "ended" if event.event == KapsoEventName.CONVERSATION_ENDED else "inactive"
+        await self._conversations.mark_kapso_status(conversation, kapso_status)
+
+
+def _uuid(value: str | None) -> UUID | None:
+    if not value:
+        return None
+    try:
+        return UUID(value)
+    except ValueError:
+        return None

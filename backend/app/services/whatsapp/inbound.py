@@ -1,0 +1,272 @@
+"""An inbound WhatsApp message: authenticate by phone, store it, answer it exactly once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from app.core.logging import mask_phone
+from app.core.phone import try_normalize_phone
+from app.integrations.kapso import KapsoClient, KapsoError
+from app.integrations.kapso.webhook_events import MessageEvent
+from app.repositories.models import Conversation, InboxEvent, OutboundMessage
+from app.repositories.whatsapp import WhatsAppRepository
+from app.services.whatsapp.auth import IdentityStatus, PhoneAuthenticator, WhatsAppIdentity
+from app.services.whatsapp.conversation_manager import WhatsAppConversationManager
+from app.services.whatsapp.formatting import format_reply
+from app.services.whatsapp.outbound import OutboundSender, OutboundText
+from app.services.whatsapp.processing_errors import PermanentEventError
+from app.services.whatsapp.responder import Attachment, Responder, ResponderRequest
+from app.services.whatsapp.texts import WhatsAppTexts
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+PURPOSE_REPLY = "reply"
+PURPOSE_REGISTRATION = "registration"
+PURPOSE_NO_COMPANY = "no_company"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundPolicy:
+    """The knobs of the inbound flow (from settings)."""
+
+    notice_interval: timedelta
+    fizko_app_url: str
+    default_phone_number_id: str | None
+
+
+class InboundMessageHandler:
+    """`whatsapp.message.received`: the heart of the seed's webhook flow, run by the worker."""
+
+    def __init__(
+        self,
+        *,
+        repository: WhatsAppRepository,
+        kapso: KapsoClient,
+        authenticator: PhoneAuthenticator,
+        conversations: WhatsAppConversationManager,
+        sender: OutboundSender,
+        responder: Responder,
+        texts: WhatsAppTexts,
+        policy: InboundPolicy,
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
+        self._repository = repository
+        self._kapso = kapso
+        self._authenticator = authenticator
+        self._conversations = conversations
+        self._sender = sender
+        self._responder = responder
+        self._texts = texts
+        self._policy = policy
+        self._clock = clock
+
+    async def handle(self, inbox_event: InboxEvent, event: MessageEvent) -> None:
+        phone = try_normalize_phone(event.contact_phone)
+        if phone is None:
+            # Without a number there is nobody to authenticate and nowhere to answer.
+            raise PermanentEventError("inbound message without a usable sender phone number")
+        business = event.phone_number_id or self._policy.default_phone_number_id
+        kapso_conversation_id = event.conversation_id or f"phone:{phone}:{business or ''}"
+
+        existing = await self._conversations.find(kapso_conversation_id)
+        identity = await self._identify(phone, existing, business)
+        if identity.status is IdentityStatus.UNKNOWN_NUMBER:
+            await self._notice(
+                inbox_event,
+                event,
+                phone,
+                business,
+                PURPOSE_REGISTRATION,
+                self._texts.registration.format(
+                    greeting=self._texts.greet(event.contact_name),
+                    url=self._policy.fizko_app_url,
+                ),
+            )
+            return
+
+        conversation = await self._conversations.ensure(
+            kapso_conversation_id=kapso_conversation_id,
+            existing=existing,
+            identity=identity,
+            business_phone_number_id=business,
+            contact_name=event.contact_name,
+        )
+        await self._conversations.store_inbound(conversation, event, identity.user_id)
+
+        if identity.company_id is None:
+            await self._notice(
+                inbox_event,
+                event,
+                phone,
+                business,
+                PURPOSE_NO_COMPANY,
+                self._texts.no_active_company.format(
+                    greeting=self._texts.greet(event.contact_name),
+                    url=self._policy.fizko_app_url,
+                ),
+                conversation=conversation,
+            )
+            return
+
+        await self._show_typing(event, business)
+        parts = await self._reply_parts(inbox_event, event, identity, conversation)
+        for index, (row, content) in enumerate(parts):
+            message = self._outbound(
+                inbox_event,
+                event,
+                phone,
+                business,
+                PURPOSE_REPLY,
+                content,
+                key=(row.idempotency_key if row else None)
+                or _reply_key(inbox_event, index, len(parts)),
+                conversation=conversation,
+                company=identity,
+            )
+            recorded = row or await self._sender.record(message)
+            outcome = await self._sender.deliver(recorded, message)
+            if outcome.delivered_to_kapso and outcome.wamid:
+                await self._conversations.store_outbound(
+                    conversation.id, content=content, wamid=outcome.wamid, outbound_id=recorded.id
+                )
+
+    async def _identify(
+        self, phone: str, existing: Conversation | None, business: str | None
+    ) -> WhatsAppIdentity:
+        cached = self._authenticator.cached_identity(phone, existing.metadata if existing else None)
+        if cached is not None:
+            return cached
+        if existing is None:
+            # A new Kapso conversation id for a known number keeps the number's cache.
+            previous = await self._conversations.previous_for_phone(phone, business)
+            if previous is not None:
+                cached = self._authenticator.cached_identity(phone, previous.metadata)
+                if cached is not None:
+                    return cached
+        return await self._authenticator.identify(phone)
+
+    async def _reply_parts(
+        self,
+        inbox_event: InboxEvent,
+        event: MessageEvent,
+        identity: WhatsAppIdentity,
+        conversation: Conversation,
+    ) -> list[tuple[OutboundMessage | None, str]]:
+        """The reply's messages: those an earlier attempt recorded, or a fresh answer."""
+        if inbox_event.attempts > 1:
+            earlier = await self._repository.list_outbound_for_inbox_event(inbox_event.id)
+            replies = [row for row in earlier if row.purpose == PURPOSE_REPLY and row.content]
+            if replies:
+                # Re-asking the assistant could word it differently: resend what was decided.
+                return [(row, row.content or "") for row in replies]
+        assert identity.user_id is not None
+        assert identity.company_id is not None
+        answer = await self._responder.reply(
+            ResponderRequest(
+                user_id=identity.user_id,
+                company_id=identity.company_id,
+                conversation_id=conversation.id,
+                text=event.text or "",
+                attachments=_attachments(event),
+                contact_name=event.contact_name,
+            )
+        )
+        return [(None, part) for part in format_reply(answer)]
+
+    async def _notice(
+        self,
+        inbox_event: InboxEvent,
+        event: MessageEvent,
+        phone: str,
+        business: str | None,
+        purpose: str,
+        text: str,
+        *,
+        conversation: Conversation | None = None,
+    ) -> None:
+        """Send a notice (registration, no company) at most once per interval per number."""
+        latest = await self._repository.find_latest_outbound_to(phone, purpose=purpose)
+        if (
+            latest is not None
+            and latest.inbox_event_id != inbox_event.id
+            and self._clock() - latest.created_at < self._policy.notice_interval
+        ):
+            logger.info("Not repeating the %s notice to %s", purpose, mask_phone(phone))
+            return
+        message = self._outbound(
+            inbox_event,
+            event,
+            phone,
+            business,
+            purpose,
+            text,
+            key=f"{purpose}:{inbox_event.id}",
+            conversation=conversation,
+        )
+        outcome = await self._sender.send_text_once(message)
+        if conversation is not None and outcome.delivered_to_kapso and outcome.wamid:
+            await self._conversations.store_outbound(
+                conversation.id, content=text, wamid=outcome.wamid, outbound_id=outcome.message.id
+            )
+
+    def _outbound(
+        self,
+        inbox_event: InboxEvent,
+        event: MessageEvent,
+        phone: str,
+        business: str | None,
+        purpose: str,
+        content: str,
+        *,
+        key: str,
+        conversation: Conversation | None = None,
+        company: WhatsAppIdentity | None = None,
+    ) -> OutboundText:
+        return OutboundText(
+            idempotency_key=key,
+            content=content,
+            purpose=purpose,
+            to_phone=phone,
+            business_phone_number_id=business,
+            kapso_conversation_id=event.conversation_id,
+            conversation_id=conversation.id if conversation else None,
+            company_id=company.company_id if company else None,
+            inbox_event_id=inbox_event.id,
+            reply_to_wamid=event.wamid,
+        )
+
+    async def _show_typing(self, event: MessageEvent, business: str | None) -> None:
+        """Mark the message read and show "typing…" while the reply is prepared (best effort)."""
+        if not event.wamid:
+            return
+        try:
+            await self._kapso.messages.mark_as_read(
+                message_id=event.wamid, phone_number_id=business, typing_indicator=True
+            )
+        except KapsoError as exc:
+            logger.warning("Could not mark %s read: %s", event.wamid, exc)
+
+
+def _reply_key(inbox_event: InboxEvent, index: int, total: int) -> str:
+    return f"{PURPOSE_REPLY}:{inbox_event.id}:{index + 1}/{total}"
+
+
+def _attachments(event: MessageEvent) -> tuple[Attachment, ...]:
+    if event.media is None:
+        return ()
+    media = event.media
+    return (
+        Attachment(
+            kind=event.message_type.value,
+            media_id=media.id,
+            url=media.url,
+            mime_type=media.mime_type,
+            filename=media.filename,
+            caption=media.caption,
+        ),
+    )

@@ -1,0 +1,218 @@
+"""Sending through Kapso exactly once: record the intent, send, settle what is uncertain.
+
+Neither Kapso nor Meta offers an idempotency key for sends, so safety comes from our side: each
+message is recorded under a unique key before it is sent, carries our id in
+`biz_opaque_callback_data`, and a send whose outcome is unknown is never blindly repeated —
+it is looked up in Kapso's message history first (and status webhooks settle it too).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from app.core.logging import mask_phone
+from app.integrations.kapso import (
+    KapsoAPIError,
+    KapsoAuthenticationError,
+    KapsoClient,
+    KapsoConnectionError,
+    KapsoPaymentRequiredError,
+    KapsoPermissionError,
+    KapsoRateLimitError,
+    KapsoServerError,
+)
+from app.integrations.kapso.models import MessageRecord
+from app.repositories.models import NewOutboundMessage, OutboundMessage, OutboundStatus
+from app.repositories.whatsapp import WhatsAppRepository
+from app.services.whatsapp.processing_errors import RetryableEventError
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+_HISTORY_SLACK = timedelta(seconds=30)
+_DELIVERED = frozenset({OutboundStatus.SENT, OutboundStatus.DELIVERED, OutboundStatus.READ})
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundText:
+    """One text message to send, under a key that makes it happen once."""
+
+    idempotency_key: str
+    content: str
+    purpose: str
+    to_phone: str
+    business_phone_number_id: str | None
+    kapso_conversation_id: str | None = None
+    conversation_id: UUID | None = None
+    company_id: UUID | None = None
+    user_id: UUID | None = None
+    inbox_event_id: UUID | None = None
+    reply_to_wamid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    message: OutboundMessage
+    # True when this call (not an earlier attempt) got the message accepted by Kapso.
+    sent_now: bool
+
+    @property
+    def wamid(self) -> str | None:
+        return self.message.wamid
+
+    @property
+    def delivered_to_kapso(self) -> bool:
+        return self.message.status in _DELIVERED
+
+
+class OutboundSender:
+    """Sends text messages at most once per idempotency key."""
+
+    def __init__(
+        self,
+        repository: WhatsAppRepository,
+        kapso: KapsoClient,
+        *,
+        settle_after: timedelta,
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
+        self._repository = repository
+        self._kapso = kapso
+        self._settle_after = settle_after
+        self._clock = clock
+
+    async def record(self, message: OutboundText) -> OutboundMessage:
+        """Record the intent (or find the earlier record of the same key)."""
+        result = await self._repository.record_outbound(
+            NewOutboundMessage(
+                to_phone=message.to_phone,
+                message_type="text",
+                purpose=message.purpose,
+                content=message.content,
+                conversation_id=message.conversation_id,
+                kapso_conversation_id=message.kapso_conversation_id,
+                company_id=message.company_id,
+                user_id=message.user_id,
+                business_phone_number_id=message.business_phone_number_id,
+                inbox_event_id=message.inbox_event_id,
+                idempotency_key=message.idempotency_key,
+            )
+        )
+        return result.message
+
+    async def send_text_once(self, message: OutboundText) -> SendOutcome:
+        """Send unless this key was sent already; raise `RetryableEventError` to come back later."""
+        row = await self.record(message)
+        return await self.deliver(row, message)
+
+    async def deliver(self, row: OutboundMessage, message: OutboundText) -> SendOutcome:
+        """Send a recorded message, or settle an earlier attempt whose outcome is unknown."""
+        if row.status in _DELIVERED or row.status is OutboundStatus.FAILED:
+            return SendOutcome(row, sent_now=False)
+        if row.status is OutboundStatus.UNKNOWN or row.send_attempts > 0:
+            # An earlier attempt may have reached Kapso: look before sending again.
+            settled = await self._settle_from_history(row, message)
+            if settled is not None:
+                return SendOutcome(settled, sent_now=False)
+        return await self._send(row, message)
+
+    async def _send(self, row: OutboundMessage, message: OutboundText) -> SendOutcome:
+        # Count the attempt first: after a crash, the row shows a send may have left.
+        row = await self._repository.mark_outbound_attempt(row.id)
+        try:
+            result = await self._kapso.messages.send_text(
+                message=message.content,
+                to=message.to_phone,
+                phone_number_id=message.business_phone_number_id,
+                reply_to=message.reply_to_wamid,
+                callback_data=str(row.id),
+            )
+        except KapsoConnectionError as exc:
+            if exc.request_sent:
+                await self._repository.advance_outbound_status(row.id, OutboundStatus.UNKNOWN)
+                logger.warning(
+                    "Send %s to %s: outcome unknown (%s); will check Kapso's history",
+                    row.id,
+                    mask_phone(message.to_phone),
+                    type(exc).__name__,
+                )
+            raise RetryableEventError(
+                f"Kapso send failed: {exc.message}",
+                retry_after=self._settle_after.total_seconds() if exc.request_sent else None,
+            ) from exc
+        except (KapsoServerError, KapsoRateLimitError) as exc:
+            # Probably not sent; the retry checks Kapso's history before sending again.
+            raise RetryableEventError(
+                f"Kapso unavailable: {exc}", retry_after=exc.retry_after
+            ) from exc
+        except (KapsoAuthenticationError, KapsoPermissionError, KapsoPaymentRequiredError) as exc:
+            # Our configuration or account, not the message: retry (and replay once fixed).
+            raise RetryableEventError(f"Kapso refused our credentials: {exc}") from exc
+        except KapsoAPIError as exc:
+            # Kapso or Meta rejected this message (e.g. 131047 outside the 24-hour window).
+            change = await self._repository.advance_outbound_status(
+                row.id,
+                OutboundStatus.FAILED,
+                error_code=str(exc.code) if exc.code is not None else str(exc.status_code),
+                error_message=exc.message[:500],
+            )
+            logger.warning("Send %s rejected by Kapso: %s", row.id, exc)
+            return SendOutcome(change.message if change else row, sent_now=False)
+        change = await self._repository.advance_outbound_status(
+            row.id, OutboundStatus.SENT, wamid=result.wamid
+        )
+        return SendOutcome(change.message if change else row, sent_now=True)
+
+    async def _settle_from_history(
+        self, row: OutboundMessage, message: OutboundText
+    ) -> OutboundMessage | None:
+        age = self._clock() - (row.last_attempt_at or row.updated_at)
+        if age < self._settle_after:
+            raise RetryableEventError(
+                "a previous send attempt may still be in flight",
+                retry_after=(self._settle_after - age).total_seconds(),
+            )
+        found = await self._find_in_history(row, message)
+        if found is None:
+            return None
+        change = await self._repository.advance_outbound_status(
+            row.id, OutboundStatus.SENT, wamid=found.id
+        )
+        logger.info("Send %s settled from Kapso's history", row.id)
+        return change.message if change else row
+
+    async def _find_in_history(
+        self, row: OutboundMessage, message: OutboundText
+    ) -> MessageRecord | None:
+        since = row.created_at - _HISTORY_SLACK
+        try:
+            async for record in self._kapso.messages.iterate(
+                phone_number_id=message.business_phone_number_id,
+                conversation_id=message.kapso_conversation_id,
+                direction="outbound",
+                since=since,
+            ):
+                if _is_our_message(record, row, message.content):
+                    return record
+        except KapsoAPIError as exc:
+            raise RetryableEventError(f"Kapso history unavailable: {exc}") from exc
+        return None
+
+
+def _is_our_message(record: MessageRecord, row: OutboundMessage, content: str) -> bool:
+    kapso = record.kapso
+    if kapso is None:
+        return False
+    extra = kapso.model_extra or {}
+    statuses = extra.get("statuses")
+    if isinstance(statuses, list):
+        for status in statuses:
+            if isinstance(status, dict) and status.get("biz_opaque_callback_data") == str(row.id):
+                return True
+    recipient = "".join(ch for ch in row.to_phone if ch.isdigit())
+    to = record.to or kapso.phone_number or ""
+    return kapso.content == content and recipient.endswith("".join(c for c in to if c.isdigit()))

@@ -18,6 +18,7 @@ from app.services.whatsapp.auth import PhoneAuthenticator
 from app.services.whatsapp.conversation_manager import WhatsAppConversationManager
 from app.services.whatsapp.event_processor import WhatsAppEventProcessor
 from app.services.whatsapp.inbound import InboundMessageHandler, InboundPolicy
+from app.services.whatsapp.inbox_admin import InboxAdminService
 from app.services.whatsapp.inbox_worker import InboxWorker, WorkerPolicy
 from app.services.whatsapp.outbound import OutboundSender
 from app.services.whatsapp.responder import AcknowledgementResponder, Responder
@@ -37,6 +38,7 @@ class Container:
     ingest: WebhookIngestService
     processor: WhatsAppEventProcessor
     worker: InboxWorker
+    inbox_admin: InboxAdminService
 
 
 def build_kapso_client(settings: Settings) -> KapsoClient:
@@ -119,4 +121,5 @@ async def build_container(
             ingest=ingest,
             processor=processor,
             worker=worker,
+            inbox_admin=InboxAdminService(repository),
         )

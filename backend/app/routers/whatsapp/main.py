@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.routers.whatsapp.routes import webhooks
+from app.routers.whatsapp.routes import admin, webhooks
 
 router = APIRouter(prefix="/api/whatsapp")
 router.include_router(webhooks.router)
+router.include_router(admin.router)

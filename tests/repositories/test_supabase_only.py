@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from postgrest import APIError
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from app.core.phone import normalize_phone
 from app.repositories.errors import StoreUnavailableError
@@ -25,7 +26,6 @@ from app.repositories.models import (
     WhatsAppConversationMetadata,
 )
 from app.repositories.supabase_repository import SupabaseWhatsAppRepository
-from supabase import AsyncClient, AsyncClientOptions, acreate_client
 from support.store_data import make_member, unique_phone
 from support.supabase_stack import ROOT, SupabaseStack
 

@@ -12,6 +12,7 @@ from postgrest import APIError
 from postgrest.base_request_builder import APIResponse, SingleAPIResponse
 from postgrest.types import JSON
 from pydantic import BaseModel, ValidationError
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from app.core.phone import try_normalize_phone
 from app.repositories.errors import StoreConstraintError, StoreError, StoreUnavailableError
@@ -37,7 +38,6 @@ from app.repositories.models import (
     UserSession,
     WhatsAppConversationMetadata,
 )
-from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 

@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from uuid import UUID
 
+from supabase import AsyncClient
+
 from app.core.logging import mask_phone
 from app.core.phone import try_normalize_phone
 from app.repositories.models import WhatsAppConversationMetadata
 from app.repositories.whatsapp import WhatsAppRepository
-from supabase import AsyncClient
 
 logger = logging.getLogger(__name__)
 

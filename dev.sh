@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Runs the service locally on port 8089 with auto-reload, setting itself up on a fresh machine.
+# Runs the whole local flow, setting itself up on a fresh machine:
+#   - the API on port 8089 (auto-reload) with the inbox worker inside it;
+#   - when no KAPSO_API_KEY is configured, the Kapso emulator on port 8091, wired both ways,
+#     and a demo user (+56912345678, company "Demo SpA") in the embedded store.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 export UV_PYTHON_DOWNLOADS=never
 PORT="${PORT:-8089}"
+EMULATOR_PORT="${KAPSO_EMULATOR_PORT:-8091}"
 
 if ! command -v uv >/dev/null 2>&1; then
   echo "==> uv not found; installing it from PyPI"
@@ -18,7 +22,46 @@ if [ ! -f .env ]; then
 fi
 
 uv sync --quiet
+mkdir -p .local
+
+# The value of a setting from the environment, else from .env (empty when unset).
+setting() {
+  local name="$1"
+  if [ -n "${!name:-}" ]; then printf '%s' "${!name}"; return; fi
+  sed -n "s/^${name}=//p" .env | tail -n 1
+}
+
+emulator_pid=""
+cleanup() {
+  if [ -n "$emulator_pid" ]; then kill "$emulator_pid" 2>/dev/null || true; fi
+}
+trap cleanup EXIT INT TERM
+
+if [ -z "$(setting KAPSO_API_KEY)" ]; then
+  # No real Kapso configured: play it locally.
+  export KAPSO_API_KEY="local-emulator-key"
+  export KAPSO_BASE_URL="http://127.0.0.1:${EMULATOR_PORT}"
+  export KAPSO_LEGACY_BASE_URL="$KAPSO_BASE_URL"
+  export KAPSO_WEBHOOK_SECRET="$(setting KAPSO_WEBHOOK_SECRET)"
+  export KAPSO_WEBHOOK_SECRET="${KAPSO_WEBHOOK_SECRET:-local-emulator-webhook-secret}"
+  export KAPSO_PHONE_NUMBER_ID="$(setting KAPSO_PHONE_NUMBER_ID)"
+  export KAPSO_PHONE_NUMBER_ID="${KAPSO_PHONE_NUMBER_ID:-1029384756}"
+  export KAPSO_WABA_ID="$(setting KAPSO_WABA_ID)"
+  export KAPSO_WABA_ID="${KAPSO_WABA_ID:-102290129340398}"
+  echo "==> No KAPSO_API_KEY: starting the Kapso emulator on http://127.0.0.1:${EMULATOR_PORT}"
+  uv run --no-sync kapso-emulator --port "$EMULATOR_PORT" \
+    --webhook-url "http://127.0.0.1:${PORT}/api/whatsapp/webhook" \
+    --webhook-secret "$KAPSO_WEBHOOK_SECRET" \
+    --phone-number-id "$KAPSO_PHONE_NUMBER_ID" --waba-id "$KAPSO_WABA_ID" \
+    --state-file .local/kapso-emulator.json &
+  emulator_pid=$!
+  uv run --no-sync python -m app.dev_seed
+  echo
+  echo "==> Try it: open http://127.0.0.1:${EMULATOR_PORT}/ and write as +56912345678, or run"
+  echo "    uv run kapso-emulator say +56912345678 \"Hola\""
+  echo
+fi
 
 echo "==> Fizko WhatsApp API on http://127.0.0.1:${PORT} (docs at /docs)"
-exec uv run --no-sync uvicorn app.main:create_app --factory \
+uv run --no-sync uvicorn app.main:create_app --factory \
   --app-dir backend --host 127.0.0.1 --port "$PORT" --reload --reload-dir backend

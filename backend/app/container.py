@@ -14,6 +14,7 @@ from app.core.settings import Settings
 from app.integrations.kapso import KapsoClient
 from app.repositories.factory import create_whatsapp_repository
 from app.repositories.whatsapp import WhatsAppRepository
+from app.services.whatsapp.access import ConversationAccess
 from app.services.whatsapp.auth import PhoneAuthenticator
 from app.services.whatsapp.conversation_manager import WhatsAppConversationManager
 from app.services.whatsapp.event_processor import WhatsAppEventProcessor
@@ -21,7 +22,9 @@ from app.services.whatsapp.inbound import InboundMessageHandler, InboundPolicy
 from app.services.whatsapp.inbox_admin import InboxAdminService
 from app.services.whatsapp.inbox_worker import InboxWorker, WorkerPolicy
 from app.services.whatsapp.outbound import OutboundSender
+from app.services.whatsapp.rate_limit import SendRateLimiter
 from app.services.whatsapp.responder import AcknowledgementResponder, Responder
+from app.services.whatsapp.service import WhatsAppService
 from app.services.whatsapp.texts import WhatsAppTexts
 from app.services.whatsapp.webhook_ingest import WebhookIngestService
 
@@ -39,6 +42,7 @@ class Container:
     processor: WhatsAppEventProcessor
     worker: InboxWorker
     inbox_admin: InboxAdminService
+    whatsapp: WhatsAppService
 
 
 def build_kapso_client(settings: Settings) -> KapsoClient:
@@ -122,4 +126,11 @@ async def build_container(
             processor=processor,
             worker=worker,
             inbox_admin=InboxAdminService(repository),
+            whatsapp=WhatsAppService(
+                repository=repository,
+                kapso=kapso,
+                conversations=conversations,
+                access=ConversationAccess(repository, settings.kapso_phone_number_id),
+                rate_limiter=SendRateLimiter(settings.send_rate_limit_per_minute),
+            ),
         )

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     # this long, so a message Kapso is still recording is not taken for a lost one.
     worker_settle_seconds: float = Field(default=20.0, ge=0)
 
+    # The send API
+    send_rate_limit_per_minute: int = Field(
+        default=30, ge=1, description="Sends per user per minute (per process)."
+    )
+
     # Phone authentication and what WhatsApp users read
     auth_cache_ttl_seconds: float = Field(
         default=3600.0, ge=0, description="How long a conversation's cached user/company holds."

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 from uuid import UUID
 
-from app.integrations.kapso.api.webhooks import parse_webhook
-from app.integrations.kapso.exceptions import KapsoWebhookPayloadError
 from app.integrations.kapso.webhook_events import (
     ConversationEvent,
     KapsoEventName,
@@ -15,13 +12,12 @@ from app.integrations.kapso.webhook_events import (
     MessageEvent,
     MessageOrigin,
     MessageStatus,
-    WebhookEvent,
 )
-from app.repositories.models import InboxEvent, JsonObject, OutboundStatus, OutboundStatusChange
+from app.repositories.models import InboxEvent, OutboundStatus, OutboundStatusChange
 from app.repositories.whatsapp import WhatsAppRepository
 from app.services.whatsapp.conversation_manager import WhatsAppConversationManager
 from app.services.whatsapp.inbound import InboundMessageHandler
-from app.services.whatsapp.processing_errors import PermanentEventError
+from app.services.whatsapp.inbox_codec import decode_inbox_event
 
 logger = logging.getLogger(__name__)
 
@@ -31,27 +27,6 @@ _STATUS_BY_EVENT = {
     KapsoEventName.MESSAGE_READ.value: OutboundStatus.READ,
     KapsoEventName.MESSAGE_FAILED.value: OutboundStatus.FAILED,
 }
-
-
-def inbox_payload(event: WebhookEvent) -> JsonObject:
-    """How an event is kept in the inbox: its own body plus what the headers said."""
-    return {"event": event.event, "payload_version": event.payload_version, "body": event.raw}
-
-
-def decode_inbox_event(inbox_event: InboxEvent) -> WebhookEvent:
-    """The typed event back from its inbox payload."""
-    payload: dict[str, Any] = dict(inbox_event.payload)
-    try:
-        events = parse_webhook(
-            payload.get("body") or {},
-            event=str(payload.get("event") or inbox_event.event),
-            payload_version=str(payload.get("payload_version") or "") or None,
-        )
-    except KapsoWebhookPayloadError as exc:
-        raise PermanentEventError(f"stored payload cannot be parsed: {exc}") from exc
-    if len(events) != 1:
-        raise PermanentEventError(f"stored payload holds {len(events)} events, expected 1")
-    return events[0]
 
 
 class WhatsAppEventProcessor:

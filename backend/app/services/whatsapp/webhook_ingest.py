@@ -28,7 +28,7 @@ from app.integrations.kapso.webhook_events import ConversationEvent, MessageEven
 from app.repositories.errors import StoreError
 from app.repositories.models import NewInboxEvent
 from app.repositories.whatsapp import WhatsAppRepository
-from app.services.whatsapp.event_processor import inbox_payload
+from app.services.whatsapp.inbox_codec import inbox_payload
 
 logger = logging.getLogger(__name__)
 

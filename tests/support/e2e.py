@@ -187,3 +187,89 @@ async def local_flow(
                 await emulator_app.emulator.webhooks.cancel_all()
         finally:
             await repository.aclose()
+
+
+# --- Helpers for send API tests (`/api/whatsapp/send/*` and the inbox views) ---------------
+# (Imports here, not at the top: this section is appended to a file others edit too.)
+from app.repositories.models import Company, Profile  # noqa: E402
+from support.jwt_tokens import hs256, user_claims  # noqa: E402
+from support.store_data import unique_phone  # noqa: E402
+
+SEND_API = "/api/whatsapp/send"
+GRAPH_VERSION = "v24.0"
+
+
+def bearer(user_id: Any, **claims: Any) -> dict[str, str]:
+    """`Authorization` for a signed-in user of this flow (HS256 with the flow's JWT secret)."""
+    token = hs256(user_claims(sub=str(user_id), **claims), JWT_SECRET)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def add_member(repository: WhatsAppRepository, company: Company) -> Profile:
+    """One more user (with a fresh phone number) of an existing company."""
+    profile = await repository.create_profile(phone=unique_phone(), full_name="María Soto")
+    await repository.create_session(user_id=profile.id, company_id=company.id)
+    return profile
+
+
+async def open_window(flow: LocalFlow, phone: str, text: str = "Hola") -> str:
+    """The user writes and gets the automatic reply: the 24-hour window is open and the
+    conversation is stored. Returns Kapso's conversation id."""
+    sent = await flow.say(phone, text)
+    replies = await flow.outbox(phone, wait_count=1)
+    assert len(replies) == 1, replies
+    conversation_id: str = sent["conversation_id"]
+    return conversation_id
+
+
+async def api_sends(
+    flow: LocalFlow, phone: str, *, expected: int, wait_seconds: float = 10.0
+) -> list[dict[str, Any]]:
+    """What the emulator received for `phone` after `open_window`'s automatic reply: waits
+    for `expected` entries (and no longer), and returns all there are by then."""
+    entries = await flow.outbox(phone, wait_count=expected + 1, wait_seconds=wait_seconds)
+    return entries[1:]
+
+
+async def create_template(
+    flow: LocalFlow,
+    name: str,
+    body_text: str,
+    *,
+    language: str = "es",
+    parameter_format: str = "POSITIONAL",
+) -> None:
+    """An approved template, created through the emulator's Meta-proxy template API."""
+    response = await flow.control.post(
+        f"/meta/whatsapp/{GRAPH_VERSION}/{WABA_ID}/message_templates",
+        headers={"X-API-Key": API_KEY},
+        json={
+            "name": name,
+            "language": language,
+            "category": "UTILITY",
+            "parameter_format": parameter_format,
+            "components": [{"type": "BODY", "text": body_text}],
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "APPROVED", response.text
+
+
+def assert_error(
+    response: httpx.Response, status: int, code: str, *, field: str | None = None
+) -> dict[str, str]:
+    """The response is `status` with the one error shape `{"error": {"code", "message",
+    "field"?}}`, this `code` and (when given) this `field`; returns the error object."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error: dict[str, str] = body["error"]
+    assert set(error) <= {"code", "message", "field"}, error
+    assert {"code", "message"} <= set(error), error
+    assert isinstance(error["message"], str), error
+    assert error["message"], error
+    assert error["code"] == code, error
+    if field is not None:
+        assert error.get("field") == field, error
+    return error

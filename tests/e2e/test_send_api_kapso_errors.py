@@ -174,22 +174,14 @@ async def test_a_kapso_failure_reaches_the_caller_as_an_honest_status(
     assert latest.content != "Hola"
 
 
-_REPLAY_LOSES_STATUS = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a retry with the same Idempotency-Key after a Kapso failure that is not the "
-    "caller's fault (502/503) is answered 422 kapso_rejected: service._replay maps every "
-    "FAILED row to UnprocessableError, so the retry neither gets the first answer nor sends",
-)
-
-
 @pytest.mark.parametrize(
     "case",
     [
         "graph-400-invalid-parameter",
         "graph-131047-window-closed",
-        pytest.param("kapso-401-bad-key", marks=_REPLAY_LOSES_STATUS),
-        pytest.param("kapso-429-long-retry-after", marks=_REPLAY_LOSES_STATUS),
-        pytest.param("kapso-500", marks=_REPLAY_LOSES_STATUS),
+        "kapso-401-bad-key",
+        "kapso-429-long-retry-after",
+        "kapso-500",
     ],
 )
 async def test_a_retry_with_the_same_key_after_a_failure_answers_like_the_first_time(

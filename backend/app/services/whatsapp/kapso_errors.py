@@ -68,3 +68,24 @@ def app_error_from_kapso(exc: KapsoError) -> AppError:
         return NotFoundError(f"Kapso does not know this resource: {exc.message}")
     # Kapso's or Meta's validation of this message (4xx).
     return UnprocessableError(f"Kapso rejected the message: {exc.message}", code="kapso_rejected")
+
+
+_REPLAYABLE: dict[str, type[AppError]] = {
+    "outside_customer_service_window": ConflictError,
+    "validation_error": UnprocessableError,
+    "kapso_rejected": UnprocessableError,
+    "not_found": NotFoundError,
+    "upstream_error": UpstreamError,
+    "upstream_rate_limited": ServiceUnavailableError,
+    "service_unavailable": ServiceUnavailableError,
+    "upstream_timeout": UpstreamTimeoutError,
+}
+
+
+def app_error_from_code(code: str | None, message: str | None) -> AppError:
+    """The error a send first answered with, rebuilt from what was recorded (for replays)."""
+    cls = _REPLAYABLE.get(code or "", UpstreamError)
+    error = cls(message or "The first request with this Idempotency-Key failed", code=code)
+    if code == "upstream_rate_limited":
+        error.headers["Retry-After"] = "60"
+    return error

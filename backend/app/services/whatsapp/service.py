@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from app.core.errors import (
+    AppError,
     ConflictError,
     NotFoundError,
     UnprocessableError,
@@ -40,7 +41,11 @@ from app.repositories.models import (
 from app.repositories.whatsapp import WhatsAppRepository
 from app.services.whatsapp.access import ConversationAccess, SendTarget
 from app.services.whatsapp.conversation_manager import WhatsAppConversationManager
-from app.services.whatsapp.kapso_errors import OUTSIDE_WINDOW_HINT, app_error_from_kapso
+from app.services.whatsapp.kapso_errors import (
+    OUTSIDE_WINDOW_HINT,
+    app_error_from_code,
+    app_error_from_kapso,
+)
 from app.services.whatsapp.rate_limit import SendRateLimiter
 from app.services.whatsapp.send_requests import (
     ConversationSelector,
@@ -235,8 +240,9 @@ class WhatsAppService:
         try:
             result = await send.call(target.phone, target.business_phone_number_id, str(row.id))
         except KapsoError as exc:
-            await self._record_failure(row, exc)
-            raise app_error_from_kapso(exc) from exc
+            error = app_error_from_kapso(exc)
+            await self._record_failure(row, exc, error)
+            raise error from exc
         await self._repository.advance_outbound_status(
             row.id, OutboundStatus.SENT, wamid=result.wamid
         )
@@ -265,14 +271,14 @@ class WhatsAppService:
         if last is None or self._clock() - last.created_at >= CUSTOMER_SERVICE_WINDOW:
             raise ConflictError(OUTSIDE_WINDOW_HINT, code="outside_customer_service_window")
 
-    async def _record_failure(self, row: OutboundMessage, exc: KapsoError) -> None:
+    async def _record_failure(self, row: OutboundMessage, exc: KapsoError, error: AppError) -> None:
+        """Keep the answer the caller got, so a retry with the same key gets it again."""
         unknown = isinstance(exc, KapsoConnectionError) and exc.request_sent
-        code = getattr(exc, "code", None) or getattr(exc, "status_code", None)
         await self._repository.advance_outbound_status(
             row.id,
             OutboundStatus.UNKNOWN if unknown else OutboundStatus.FAILED,
-            error_code=str(code) if code is not None else type(exc).__name__,
-            error_message=exc.message[:500],
+            error_code=error.code,
+            error_message=error.message[:500],
         )
 
     # Inbox views ------------------------------------------------------------------------
@@ -337,12 +343,7 @@ def _replay(earlier: OutboundMessage, fingerprint: str) -> SendResponse:
             "by Kapso's status webhooks"
         )
     if earlier.status is OutboundStatus.FAILED:
-        if earlier.error_code == "131047":
-            raise ConflictError(OUTSIDE_WINDOW_HINT, code="outside_customer_service_window")
-        raise UnprocessableError(
-            f"The first request with this Idempotency-Key failed: {earlier.error_message}",
-            code="kapso_rejected",
-        )
+        raise app_error_from_code(earlier.error_code, earlier.error_message)
     raise ConflictError(
         "A request with this Idempotency-Key is still in progress", code="request_in_progress"
     )

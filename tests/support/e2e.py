@@ -273,3 +273,113 @@ def assert_error(
     if field is not None:
         assert error.get("field") == field, error
     return error
+
+
+# --- Helpers for webhook endpoint and inbound scenario tests ---------------------------------
+# (Imports here, not at the top: this section is appended to a file others edit too.)
+import asyncio  # noqa: E402
+import inspect  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+from app.repositories.models import InboxEvent, InboxState  # noqa: E402
+
+KAPSO_WEBHOOK_FIXTURES = (
+    Path(__file__).resolve().parent.parent / "integrations/kapso/fixtures/kapso-webhooks"
+)
+
+
+async def eventually(
+    check: Callable[[], Any], *, within: float = 10.0, interval: float = 0.05
+) -> Any:
+    """Poll `check` (sync or async) until it returns something truthy without failing an
+    assertion; returns that value. Raises the last AssertionError (or one) on timeout."""
+    deadline = time.monotonic() + within
+    while True:
+        failure: AssertionError | None = None
+        try:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+        except AssertionError as exc:
+            failure = exc
+        else:
+            if result:
+                return result
+        if time.monotonic() >= deadline:
+            if failure is not None:
+                raise failure
+            raise AssertionError(f"condition not met within {within} s (last value {result!r})")
+        await asyncio.sleep(interval)
+
+
+def kapso_fixture(relative: str) -> dict[str, Any]:
+    """A Kapso webhook body from tests/integrations/kapso/fixtures/kapso-webhooks/."""
+    data: dict[str, Any] = json.loads((KAPSO_WEBHOOK_FIXTURES / relative).read_text("utf-8"))
+    return data
+
+
+def text_message_item(
+    phone: str,
+    *,
+    text: str = "Hola",
+    wamid: str | None = None,
+    conversation_id: str | None = None,
+    contact_name: str = "Ana Pérez",
+) -> dict[str, Any]:
+    """The v2 `message.received` text fixture, for this sender, with fresh (or given) ids."""
+    body = kapso_fixture("v2/message.received.text.json")
+    digits_only = "".join(ch for ch in phone if ch.isdigit())
+    message = body["message"]
+    message["id"] = wamid or f"wamid.e2e{uuid.uuid4().hex}"
+    message["from"] = digits_only
+    message["timestamp"] = str(int(time.time()))
+    message["text"]["body"] = text
+    message["kapso"]["content"] = text
+    conversation = body["conversation"]
+    conversation["id"] = conversation_id or str(uuid.uuid4())
+    conversation["phone_number"] = f"+{digits_only}"
+    conversation["kapso"]["contact_name"] = contact_name
+    return body
+
+
+async def find_inbox_events(
+    repository: WhatsAppRepository,
+    *,
+    wamid: str | None = None,
+    key_prefix: str | None = None,
+    event: str | None = None,
+    scan: int = 200,
+) -> list[InboxEvent]:
+    """Recently recorded inbox events (the newest `scan` of each state) that match."""
+    found: dict[Any, InboxEvent] = {}
+    for state in InboxState:
+        for row in await repository.list_inbox_events(state, limit=scan):
+            if (
+                (wamid is None or row.wamid == wamid)
+                and (key_prefix is None or row.idempotency_key.startswith(key_prefix))
+                and (event is None or row.event == event)
+            ):
+                found[row.id] = row
+    return sorted(found.values(), key=lambda row: row.seq)
+
+
+async def wait_inbox_done(
+    repository: WhatsAppRepository,
+    *,
+    count: int = 1,
+    within: float = 15.0,
+    **match: Any,
+) -> list[InboxEvent]:
+    """Wait until `count` matching inbox events exist and all are done; returns them."""
+
+    async def done() -> list[InboxEvent] | None:
+        rows = await find_inbox_events(repository, **match)
+        assert len(rows) <= count, f"expected {count} events, found {len(rows)}: {rows}"
+        if len(rows) == count and all(row.state is InboxState.DONE for row in rows):
+            return rows
+        return None
+
+    rows: list[InboxEvent] = await eventually(done, within=within)
+    return rows

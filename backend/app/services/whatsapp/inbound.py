@@ -158,12 +158,12 @@ class InboundMessageHandler:
         conversation: Conversation,
     ) -> list[tuple[OutboundMessage | None, str]]:
         """The reply's messages: those an earlier attempt recorded, or a fresh answer."""
-        if inbox_event.attempts > 1:
-            earlier = await self._repository.list_outbound_for_inbox_event(inbox_event.id)
-            replies = [row for row in earlier if row.purpose == PURPOSE_REPLY and row.content]
-            if replies:
-                # Re-asking the assistant could word it differently: resend what was decided.
-                return [(row, row.content or "") for row in replies]
+        # Every attempt looks, not only attempts > 1: a replay of a dead event starts over at 1.
+        earlier = await self._repository.list_outbound_for_inbox_event(inbox_event.id)
+        replies = [row for row in earlier if row.purpose == PURPOSE_REPLY and row.content]
+        if replies:
+            # Re-asking the assistant could word it differently: resend what was decided.
+            return [(row, row.content or "") for row in replies]
         assert identity.user_id is not None
         assert identity.company_id is not None
         answer = await self._responder.reply(

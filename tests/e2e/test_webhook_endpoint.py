@@ -356,3 +356,41 @@ async def test_the_answer_does_not_wait_for_kapso(direct: LocalFlow) -> None:
     assert elapsed < 1.0, elapsed
     replies = await direct.outbox(profile.phone, wait_count=1, wait_seconds=20)
     assert len(replies) == 1
+
+
+async def test_a_batch_repeating_a_message_records_it_once(direct: LocalFlow) -> None:
+    profile, _ = await make_member(direct.repository)
+    assert profile.phone is not None
+    conversation_id = str(uuid.uuid4())
+    item = text_message_item(profile.phone, text="Repetido", conversation_id=conversation_id)
+    other = text_message_item(profile.phone, text="Distinto", conversation_id=conversation_id)
+    batch = {"type": "whatsapp.message.received", "batch": True, "data": [item, other, item]}
+    key = f"e2e-batch-dup-{uuid.uuid4()}"
+
+    response = await direct.post_webhook(batch, key=key, headers={"X-Webhook-Batch": "true"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"received": 3, "accepted": 2, "duplicates": 1}
+    await wait_inbox_done(direct.repository, key_prefix=key, count=2)
+    stored = await user_messages(direct, conversation_id)
+    assert [m.content for m in stored] == ["Repetido", "Distinto"]
+    assert len(await direct.outbox(profile.phone, wait_count=2)) == 2
+
+
+async def test_signature_forms_kapso_may_send_are_accepted(direct: LocalFlow) -> None:
+    """Lowercase hex is Kapso's form; a `sha256=` prefix or uppercase hex verify too."""
+    for form in ("sha256={}", "{}"):
+        body = text_message_item("+56987654321")
+        raw = json.dumps(body).encode()
+        signature = form.format(sign(raw))
+        response = await direct.post_webhook(raw, signature=signature)
+        assert response.status_code == 200, (form, response.text)
+    body = text_message_item("+56987654321")
+    raw = json.dumps(body).encode()
+    response = await direct.post_webhook(raw, signature=sign(raw).upper())
+    assert response.status_code == 200
+
+
+async def test_an_empty_signed_body_is_400(direct: LocalFlow) -> None:
+    response = await direct.post_webhook(b"")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_payload"

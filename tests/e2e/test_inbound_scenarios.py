@@ -262,11 +262,6 @@ async def test_a_new_kapso_conversation_for_a_known_phone_keeps_the_cache(
     assert new.metadata.kapso_conversation_id == second["conversation_id"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a cache copied from the number's previous conversation gets resolved_at=now "
-    "(conversation_manager.ensure), so the TTL restarts without a lookup",
-)
 async def test_a_cache_carried_to_a_new_conversation_keeps_its_age(flow: LocalFlow) -> None:
     """The TTL bounds how long a changed company can go unnoticed; carrying the cache into a
     new Kapso conversation must not make it younger than the lookup it came from."""

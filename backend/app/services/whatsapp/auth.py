@@ -40,6 +40,8 @@ class WhatsAppIdentity:
     user_id: UUID | None = None
     company_id: UUID | None = None
     from_cache: bool = False
+    # When user/company were looked up: a cache carried elsewhere keeps its age.
+    resolved_at: datetime | None = None
 
     @property
     def is_authenticated(self) -> bool:
@@ -81,6 +83,7 @@ class PhoneAuthenticator:
             user_id=cached.user_id,
             company_id=cached.company_id,
             from_cache=True,
+            resolved_at=cached.resolved_at,
         )
 
     async def identify(
@@ -93,15 +96,22 @@ class PhoneAuthenticator:
             return from_cache
         if phone is None:
             return WhatsAppIdentity(IdentityStatus.UNKNOWN_NUMBER, None)
+        resolved_at = self._clock()
         profile = await self._repository.find_profile_by_phone(phone)
         if profile is None:
             logger.info("WhatsApp sender %s is not a Fizko user", mask_phone(phone))
             return WhatsAppIdentity(IdentityStatus.UNKNOWN_NUMBER, phone)
         company = await self._repository.get_active_company(profile.id)
         if company is None:
-            return WhatsAppIdentity(IdentityStatus.NO_ACTIVE_COMPANY, phone, user_id=profile.id)
+            return WhatsAppIdentity(
+                IdentityStatus.NO_ACTIVE_COMPANY, phone, user_id=profile.id, resolved_at=resolved_at
+            )
         return WhatsAppIdentity(
-            IdentityStatus.AUTHENTICATED, phone, user_id=profile.id, company_id=company.id
+            IdentityStatus.AUTHENTICATED,
+            phone,
+            user_id=profile.id,
+            company_id=company.id,
+            resolved_at=resolved_at,
         )
 
 

@@ -65,6 +65,7 @@ class WhatsAppConversationManager:
         if identity.user_id is None:
             raise ValueError("a conversation needs a user")
         now = self._clock()
+        resolved_at = identity.resolved_at or now
         if existing is None:
             result = await self._repository.get_or_create_conversation(
                 kapso_conversation_id=kapso_conversation_id,
@@ -75,7 +76,7 @@ class WhatsAppConversationManager:
                     created_via=CREATED_VIA,
                     user_id=identity.user_id,
                     company_id=identity.company_id,
-                    resolved_at=now,
+                    resolved_at=resolved_at,
                     phone_number=identity.phone,
                     business_phone_number_id=business_phone_number_id,
                     contact_name=contact_name,
@@ -94,7 +95,7 @@ class WhatsAppConversationManager:
             metadata=WhatsAppConversationMetadata(
                 user_id=identity.user_id,
                 company_id=identity.company_id,
-                resolved_at=now,
+                resolved_at=resolved_at,
                 phone_number=identity.phone,
             ),
         )

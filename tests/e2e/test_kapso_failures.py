@@ -164,11 +164,6 @@ async def test_kapso_down_for_good_event_goes_dead_and_replays_once_fixed(
         assert await _received_event(flow, wamid) == done
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the wait for a send's settle window is counted as a failed attempt and its "
-    "message replaces the real error (outbound.py _settle_from_history after a 5xx)",
-)
 async def test_event_dead_after_kapso_refusals_tried_every_attempt_and_keeps_kapso_error(
     store: StoreChoice,
 ) -> None:

@@ -156,7 +156,7 @@ class InboxWorker:
         permanent: bool = False,
         retry_after: float | None = None,
     ) -> None:
-        delay = retry_after if retry_after is not None else self._policy.retry_delay(event.attempts)
+        delay = max(retry_after or 0.0, self._policy.retry_delay(event.attempts))
         error = f"{type(exc).__name__}: {exc}"
         logger.warning(
             "Event %s attempt %d failed: %s", event.id, event.attempts, type(exc).__name__

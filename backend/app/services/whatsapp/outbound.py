@@ -140,18 +140,13 @@ class OutboundSender:
                     mask_phone(message.to_phone),
                     type(exc).__name__,
                 )
-            raise RetryableEventError(
-                f"Kapso send failed: {exc.message}",
-                retry_after=self._settle_after.total_seconds() if exc.request_sent else None,
-            ) from exc
+            raise self._retry_later(f"Kapso send failed: {exc.message}") from exc
         except (KapsoServerError, KapsoRateLimitError) as exc:
             # Probably not sent; the retry checks Kapso's history before sending again.
-            raise RetryableEventError(
-                f"Kapso unavailable: {exc}", retry_after=exc.retry_after
-            ) from exc
+            raise self._retry_later(f"Kapso unavailable: {exc}", exc.retry_after) from exc
         except (KapsoAuthenticationError, KapsoPermissionError, KapsoPaymentRequiredError) as exc:
             # Our configuration or account, not the message: retry (and replay once fixed).
-            raise RetryableEventError(f"Kapso refused our credentials: {exc}") from exc
+            raise self._retry_later(f"Kapso refused our credentials: {exc}") from exc
         except KapsoAPIError as exc:
             # Kapso or Meta rejected this message (e.g. 131047 outside the 24-hour window).
             change = await self._repository.advance_outbound_status(
@@ -166,6 +161,12 @@ class OutboundSender:
             row.id, OutboundStatus.SENT, wamid=result.wamid
         )
         return SendOutcome(change.message if change else row, sent_now=True)
+
+    def _retry_later(self, reason: str, retry_after: float | None = None) -> RetryableEventError:
+        # An attempt was made: the next one must wait until it can be checked in Kapso's
+        # history, or it would spend itself waiting for the settle window.
+        settle = self._settle_after.total_seconds()
+        return RetryableEventError(reason, retry_after=max(settle, retry_after or 0.0))
 
     async def _settle_from_history(
         self, row: OutboundMessage, message: OutboundText

@@ -8,7 +8,7 @@ class EventProcessingError(Exception):
 
 
 class RetryableEventError(EventProcessingError):
-    """Try again later; `retry_after` (seconds) overrides the worker's backoff when set."""
+    """Try again later: not sooner than `retry_after` seconds, nor than the worker's backoff."""
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)

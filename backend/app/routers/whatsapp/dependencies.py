@@ -9,7 +9,9 @@ from fastapi import Depends, Request
 from app.container import Container
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
+    # async on purpose: FastAPI runs a plain `def` dependency in a thread pool, a thread hop
+    # on every request for what is an attribute lookup.
     container = getattr(request.app.state, "container", None)
     if not isinstance(container, Container):
         raise RuntimeError("app.state.container is not set: the app's lifespan builds it")

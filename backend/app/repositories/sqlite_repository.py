@@ -169,8 +169,8 @@ class SqliteWhatsAppRepository:
         sql: str,
         params: Sequence[object] | Mapping[str, object] = (),
     ) -> list[dict[str, object]]:
-        async with connection.execute(sql, params) as cursor:
-            rows = await cursor.fetchall()
+        # One trip to aiosqlite's thread (execute + fetch), not three (execute, fetch, close).
+        rows = await connection.execute_fetchall(sql, params)
         return [_decode(row) for row in rows]
 
     async def _fetch_one(

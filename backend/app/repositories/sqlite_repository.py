@@ -15,6 +15,7 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -87,6 +88,8 @@ class SqliteWhatsAppRepository:
         self._busy_timeout_ms = int(busy_timeout_seconds * 1000)
         self._connection: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._inbox_writes: list[_InboxWrite] = []
+        self._inbox_writer = asyncio.Lock()
 
     @property
     def backend_name(self) -> str:
@@ -482,41 +485,83 @@ class SqliteWhatsAppRepository:
     async def record_inbox_events(self, events: Sequence[NewInboxEvent]) -> list[InboxRecordResult]:
         if not events:
             return []
-        results: list[InboxRecordResult] = []
+        # Group commit: deliveries arriving while a write is in progress are recorded together
+        # in the next transaction (one insert statement, one commit) instead of one after
+        # another. Each caller still gets its own results, in order, once they are committed.
+        write = _InboxWrite(list(events), asyncio.get_running_loop().create_future())
+        self._inbox_writes.append(write)
+        async with self._inbox_writer:
+            if not write.done.done():
+                batch, self._inbox_writes = self._inbox_writes, []
+                try:
+                    results = await self._record_inbox_batch(batch)
+                except BaseException as exc:
+                    for other in batch:
+                        if other is not write and not other.done.done():
+                            other.done.set_exception(_batch_failure(exc))
+                    raise
+                for other, result in zip(batch, results, strict=True):
+                    other.done.set_result(result)
+        return write.done.result()
+
+    async def _record_inbox_batch(
+        self, batch: Sequence[_InboxWrite]
+    ) -> list[list[InboxRecordResult]]:
         now = _ts(_now())
+        rows = [
+            (
+                str(uuid.uuid4()),
+                event.idempotency_key,
+                event.event,
+                event.wamid or None,
+                event.conversation_key or None,
+                json.dumps(event.payload),
+                now,
+                now,
+                now,
+            )
+            for write in batch
+            for event in write.events
+        ]
         async with self._transaction(write=True) as connection:
-            for event in events:
-                new_id = str(uuid.uuid4())
-                cursor = await connection.execute(
-                    """insert into whatsapp_inbox_events
-                         (id, idempotency_key, event, wamid, conversation_key, payload,
-                          next_attempt_at, received_at, updated_at)
-                       values (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                       on conflict do nothing""",
-                    (
-                        new_id,
-                        event.idempotency_key,
-                        event.event,
-                        event.wamid or None,
-                        event.conversation_key or None,
-                        json.dumps(event.payload),
-                        now,
-                        now,
-                        now,
-                    ),
-                )
-                if cursor.rowcount == 1:
-                    results.append(_record_result(new_id, event, is_new=True))
-                    continue
-                existing = await self._fetch_one(
+            cursor = await connection.executemany(
+                """insert into whatsapp_inbox_events
+                     (id, idempotency_key, event, wamid, conversation_key, payload,
+                      next_attempt_at, received_at, updated_at)
+                   values (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   on conflict do nothing""",
+                rows,
+            )
+            inserted = {row[0] for row in rows}
+            if cursor.rowcount != len(rows):
+                # Some were duplicates (of stored events, or of each other): which are ours?
+                placeholders = ", ".join("?" * len(rows))
+                found = await self._fetch_all(
                     connection,
-                    """select id from whatsapp_inbox_events
-                        where idempotency_key = ? or (wamid = ? and event = ?)
-                        order by seq limit 1""",
-                    (event.idempotency_key, event.wamid or None, event.event),
+                    f"select id from whatsapp_inbox_events where id in ({placeholders})",  # noqa: S608 - placeholders only
+                    [row[0] for row in rows],
                 )
-                existing_id = str(_required(existing, "inbox event")["id"])
-                results.append(_record_result(existing_id, event, is_new=False))
+                inserted = {str(row["id"]) for row in found}
+            results: list[list[InboxRecordResult]] = []
+            position = 0
+            for write in batch:
+                recorded: list[InboxRecordResult] = []
+                for event in write.events:
+                    new_id = rows[position][0]
+                    position += 1
+                    if new_id in inserted:
+                        recorded.append(_record_result(new_id, event, is_new=True))
+                        continue
+                    existing = await self._fetch_one(
+                        connection,
+                        """select id from whatsapp_inbox_events
+                            where idempotency_key = ? or (wamid = ? and event = ?)
+                            order by seq limit 1""",
+                        (event.idempotency_key, event.wamid or None, event.event),
+                    )
+                    existing_id = str(_required(existing, "inbox event")["id"])
+                    recorded.append(_record_result(existing_id, event, is_new=False))
+                results.append(recorded)
         return results
 
     async def claim_inbox_events(
@@ -855,6 +900,22 @@ def _required(row: RowT | None, what: str) -> RowT:
     if row is None:
         raise StoreError(f"the store returned no {what}")
     return row
+
+
+@dataclass(slots=True)
+class _InboxWrite:
+    """One caller's events waiting for the next inbox transaction, and its outcome."""
+
+    events: list[NewInboxEvent]
+    done: asyncio.Future[list[InboxRecordResult]]
+
+
+def _batch_failure(exc: BaseException) -> BaseException:
+    """What the other callers of a failed group commit get: the same store error (a new
+    instance each, so tracebacks do not mix), or unavailable when the writer was cancelled."""
+    if isinstance(exc, StoreError):
+        return type(exc)(*exc.args)
+    return StoreUnavailableError(f"sqlite: the inbox write was interrupted ({type(exc).__name__})")
 
 
 def _record_result(event_id: str, event: NewInboxEvent, *, is_new: bool) -> InboxRecordResult:

@@ -13,6 +13,7 @@ import pytest
 
 from app.repositories.models import MessageRole, OutboundStatus
 from support.e2e import (
+    PHONE_NUMBER_ID,
     SEND_API,
     LocalFlow,
     StoreChoice,
@@ -801,3 +802,153 @@ async def test_the_fourth_send_in_a_minute_is_429_for_that_user_only(store: Stor
         assert other_user.status_code == 200, other_user.text
         await flow.drain_deliveries()
         assert len(await api_sends(flow, ana.phone, expected=4, wait_seconds=0.5)) == 3
+
+
+# --- The one error shape, and inputs at the edge of what the stores hold -----------------------
+
+
+async def test_every_error_of_the_api_has_the_one_shape(flow: LocalFlow) -> None:
+    user, _ = await make_member(flow.repository)
+    assert user.phone is not None
+    json_headers = {**bearer(user.id), "Content-Type": "application/json"}
+    text = f"{SEND_API}/text"
+
+    cases = {
+        "not-json": await flow.service.post(text, content=b"{nope", headers=json_headers),
+        "not-utf8": await flow.service.post(
+            text, content=b'{"content": "\x80"}', headers=json_headers
+        ),
+        "json-array": await flow.service.post(text, json=[1, 2], headers=bearer(user.id)),
+        "long-key": await flow.service.post(
+            text,
+            json={"conversation_selector": {"phone_number": user.phone}, "content": "x"},
+            headers={**bearer(user.id), "Idempotency-Key": "k" * 256},
+        ),
+        "bad-limit": await flow.service.get(
+            "/api/whatsapp/conversations", params={"limit": 0}, headers=bearer(user.id)
+        ),
+        "unknown-path": await flow.service.get("/api/whatsapp/nothing", headers=bearer(user.id)),
+        "wrong-method": await flow.service.get(text, headers=bearer(user.id)),
+    }
+
+    assert_error(cases["not-json"], 422, "validation_error")
+    assert_error(cases["not-utf8"], 400, "bad_request")
+    assert_error(cases["json-array"], 422, "validation_error")
+    assert_error(cases["long-key"], 422, "validation_error", field="header.Idempotency-Key")
+    assert_error(cases["bad-limit"], 422, "validation_error", field="query.limit")
+    assert_error(cases["unknown-path"], 404, "not_found")
+    assert_error(cases["wrong-method"], 405, "method_not_allowed")
+    assert cases["wrong-method"].headers["Allow"] == "POST"
+
+
+async def test_a_huge_offset_is_a_422_not_a_500(flow: LocalFlow) -> None:
+    user, _ = await make_member(flow.repository)
+    assert user.phone is not None
+    conversation_id = await open_window(flow, user.phone)
+    listings = [
+        "/api/whatsapp/conversations",
+        f"/api/whatsapp/conversations/{conversation_id}/messages",
+    ]
+
+    for path in listings:
+        far = await flow.service.get(path, params={"offset": 10**6}, headers=bearer(user.id))
+        huge = await flow.service.get(path, params={"offset": 10**30}, headers=bearer(user.id))
+
+        assert far.status_code == 200, far.text
+        assert far.json()["data"] == []
+        assert_error(huge, 422, "validation_error", field="query.offset")
+
+
+@pytest.mark.parametrize(
+    "config_id", ["\x07", "1029384756/../../other", "1029384756\n", "a b", "x" * 65], ids=repr
+)
+async def test_a_whatsapp_config_id_that_is_no_id_is_422_and_never_reaches_kapso(
+    flow: LocalFlow, config_id: str
+) -> None:
+    # It becomes a path segment of Kapso's URL: a slash or a control character must not pass.
+    profile, _ = await make_member(flow.repository)
+    assert profile.phone is not None
+    conversation_id = await open_window(flow, profile.phone)
+
+    response = await flow.service.post(
+        f"{SEND_API}/text",
+        json={
+            "conversation_selector": {"conversation_id": conversation_id},
+            "content": "Hola",
+            "whatsapp_config_id": config_id,
+        },
+        headers=bearer(profile.id),
+    )
+
+    assert_error(response, 422, "validation_error", field="whatsapp_config_id")
+    await flow.drain_deliveries()
+    assert await api_sends(flow, profile.phone, expected=1, wait_seconds=0.3) == []
+
+
+async def test_the_default_business_number_may_be_named_explicitly(flow: LocalFlow) -> None:
+    profile, _ = await make_member(flow.repository)
+    assert profile.phone is not None
+    conversation_id = await open_window(flow, profile.phone)
+
+    response = await flow.service.post(
+        f"{SEND_API}/text",
+        json={
+            "conversation_selector": {"conversation_id": conversation_id},
+            "content": "Hola",
+            "whatsapp_config_id": PHONE_NUMBER_ID,
+        },
+        headers=bearer(profile.id),
+    )
+
+    assert response.status_code == 200, response.text
+    [sent] = await api_sends(flow, profile.phone, expected=1)
+    assert sent["phone_number_id"] == PHONE_NUMBER_ID
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [("nul", "Hola\\u0000"), ("lone-surrogate", "Hola \\ud800"), ("nul-in-caption", "")],
+)
+async def test_text_no_store_or_kapso_can_carry_is_422_not_a_500(
+    flow: LocalFlow, name: str, raw: str
+) -> None:
+    # JSON can escape a NUL or half a surrogate pair; PostgreSQL text, SQLite's UTF-8 and
+    # WhatsApp cannot carry them.
+    profile, _ = await make_member(flow.repository)
+    assert profile.phone is not None
+    conversation_id = await open_window(flow, profile.phone)
+    selector = f'{{"conversation_id": "{conversation_id}"}}'
+    if name == "nul-in-caption":
+        path, field = "media", "caption"
+        body = (
+            f'{{"conversation_selector": {selector}, "message_type": "image", '
+            f'"file_url": "{IMAGE_URL}", "caption": "Hola\\u0000"}}'
+        )
+    else:
+        path, field = "text", "content"
+        body = f'{{"conversation_selector": {selector}, "content": "{raw}"}}'
+
+    response = await flow.service.post(
+        f"{SEND_API}/{path}",
+        content=body.encode(),
+        headers={**bearer(profile.id), "Content-Type": "application/json"},
+    )
+
+    assert_error(response, 422, "validation_error", field=field)
+    await flow.drain_deliveries()
+    assert await api_sends(flow, profile.phone, expected=1, wait_seconds=0.3) == []
+
+
+async def test_a_conversation_id_longer_than_any_is_422_not_a_500(flow: LocalFlow) -> None:
+    user, _ = await make_member(flow.repository)
+
+    too_long = await flow.service.get(
+        f"/api/whatsapp/conversations/{'c' * 5000}/messages", headers=bearer(user.id)
+    )
+    longest = await flow.service.get(
+        f"/api/whatsapp/conversations/{'c' * 200}/messages", headers=bearer(user.id)
+    )
+
+    # As long as a selector's conversation_id may be; a 5000-character lookup broke the store.
+    assert_error(too_long, 422, "validation_error", field="path.conversation_id")
+    assert_error(longest, 404, "conversation_not_found")

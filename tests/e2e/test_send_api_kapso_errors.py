@@ -5,12 +5,8 @@ unreachable → 503."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import socket
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +21,7 @@ from support.e2e import (
     api_sends,
     assert_error,
     bearer,
+    eventually,
     local_flow,
     open_window,
 )
@@ -33,19 +30,6 @@ from support.store_data import make_member
 pytestmark = pytest.mark.timeout(120)
 
 MESSAGES = "*/messages"
-
-
-async def eventually(check: Callable[[], Any], *, within: float = 15.0) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy; returns it."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"not within {within} s (last {result!r})"
-        await asyncio.sleep(0.05)
 
 
 def graph_error(code: int, message: str, details: str) -> dict[str, Any]:
@@ -246,7 +230,7 @@ async def test_a_timeout_after_the_send_is_504_recorded_unknown_and_settled_by_w
             assert current is not None
             return current if current.status is OutboundStatus.READ else None
 
-        final = await eventually(settled)
+        final = await eventually(settled, within=15)
         assert final.wamid == sent["message_id"]
         found = await flow.repository.find_outbound_by_wamid(sent["message_id"])
         assert found is not None

@@ -9,6 +9,7 @@ from enum import StrEnum
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 ErrorBody = dict[str, dict[str, str]]
 
@@ -186,6 +187,17 @@ async def _render_validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error.to_body(), status_code=422)
 
 
+# Codes for the errors Starlette and FastAPI raise themselves (routing, unreadable bodies).
+_HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+
+
+async def _render_http_error(_: Request, exc: Exception) -> JSONResponse:
+    # An unknown path, a wrong method or an unreadable body: the same shape as our own errors.
+    assert isinstance(exc, StarletteHTTPException)
+    error = AppError(str(exc.detail), code=_HTTP_ERROR_CODES.get(exc.status_code, "http_error"))
+    return JSONResponse(error.to_body(), status_code=exc.status_code, headers=exc.headers)
+
+
 async def _render_unexpected_error(_: Request, exc: Exception) -> JSONResponse:
     # The traceback is logged by the server; the caller learns nothing internal.
     logger.error("Unhandled error: %s", type(exc).__name__, exc_info=exc)
@@ -197,4 +209,5 @@ def install_error_handlers(app: FastAPI) -> None:
     """Render every AppError and request validation failure in the one error shape."""
     app.add_exception_handler(AppError, _render_app_error)
     app.add_exception_handler(RequestValidationError, _render_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _render_http_error)
     app.add_exception_handler(Exception, _render_unexpected_error)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
+from fastapi import Query
 from pydantic import BaseModel, Field
 
 from app.repositories.models import Conversation, InboxEvent, InboxState, Message
+
+# Past this an offset is no page anyone reads; past 2**63 the stores cannot even hold it.
+MAX_OFFSET = 2**31 - 1
+PageOffset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
 class ErrorDetail(BaseModel):

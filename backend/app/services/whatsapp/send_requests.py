@@ -8,9 +8,9 @@ Lengths count Unicode code points, as WhatsApp does. Rules across fields are che
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, field_validator
 
 from app.core.errors import UnprocessableError
 from app.integrations.kapso import limits
@@ -19,8 +19,27 @@ from app.integrations.kapso import limits
 class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # JSON can escape a NUL; PostgreSQL text cannot hold one, and WhatsApp shows no such text.
+        if _has_nul(value):
+            raise ValueError("must not contain the NUL character (\\u0000)")
+        return value
+
     def check(self) -> None:
         """Rules across fields; raises `UnprocessableError` naming the field."""
+
+
+def _has_nul(value: object) -> bool:
+    """A NUL in a string, or in the strings of a list or dict (nested models check their own)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple):
+        return any(_has_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    return False
 
 
 def invalid(field: str, message: str) -> UnprocessableError:
@@ -28,6 +47,8 @@ def invalid(field: str, message: str) -> UnprocessableError:
 
 
 NonBlank = Annotated[str, StringConstraints(pattern=r"\S")]
+# It becomes a segment of Kapso's URL path: no slash, dot or control character may pass.
+BusinessNumberId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 class ConversationSelector(StrictBody):
@@ -47,7 +68,7 @@ class ConversationSelector(StrictBody):
 class SendTextRequest(StrictBody):
     conversation_selector: ConversationSelector
     content: Annotated[NonBlank, Field(max_length=limits.TEXT_BODY_MAX, examples=["¡Hola!"])]
-    whatsapp_config_id: str | None = Field(
+    whatsapp_config_id: BusinessNumberId | None = Field(
         default=None, description="Business phone number id to send from (default: ours)."
     )
     preview_url: bool = False
@@ -65,7 +86,7 @@ class SendMediaRequest(StrictBody):
     message_type: MediaKind
     caption: Annotated[str, Field(max_length=limits.CAPTION_MAX)] | None = None
     filename: Annotated[str, Field(min_length=1, max_length=limits.FILENAME_MAX)] | None = None
-    whatsapp_config_id: str | None = None
+    whatsapp_config_id: BusinessNumberId | None = None
 
     def check(self) -> None:
         self.conversation_selector.check()
@@ -108,7 +129,7 @@ class SendInteractiveRequest(StrictBody):
     list_button_text: Annotated[NonBlank, Field(max_length=limits.LIST_BUTTON_TEXT_MAX)] | None = (
         None
     )
-    whatsapp_config_id: str | None = None
+    whatsapp_config_id: BusinessNumberId | None = None
 
     def check(self) -> None:
         self.conversation_selector.check()
@@ -169,7 +190,7 @@ class SendTemplateRequest(StrictBody):
     ]
     language_code: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")] = "es"
     parameters: TemplateParameters = Field(default_factory=TemplateParameters)
-    whatsapp_config_id: str | None = None
+    whatsapp_config_id: BusinessNumberId | None = None
 
     def check(self) -> None:
         if self.conversation_selector is None and self.phone_number is None:

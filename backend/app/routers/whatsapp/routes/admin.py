@@ -10,7 +10,12 @@ from fastapi import APIRouter, Query
 from app.core.security import ServicePrincipal
 from app.repositories.models import InboxState
 from app.routers.whatsapp.dependencies import ContainerDep
-from app.routers.whatsapp.schemas import ErrorResponse, InboxEventList, InboxEventView
+from app.routers.whatsapp.schemas import (
+    ErrorResponse,
+    InboxEventList,
+    InboxEventView,
+    PageOffset,
+)
 
 router = APIRouter(
     prefix="/admin",
@@ -28,7 +33,7 @@ async def list_events(
     container: ContainerDep,
     status: Annotated[InboxState, Query(description="pending, processing, done or dead")],
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: PageOffset = 0,
 ) -> InboxEventList:
     """Inbox events in a state, newest first (e.g. `status=dead`: what needs attention)."""
     events = await container.inbox_admin.list_events(status, limit=limit, offset=offset)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Path, Query
 
 from app.core.security import CurrentPrincipal
 from app.routers.whatsapp.dependencies import ContainerDep
@@ -16,6 +16,7 @@ from app.routers.whatsapp.schemas import (
     ConversationView,
     MessageList,
     MessageView,
+    PageOffset,
     error_responses,
 )
 from app.services.whatsapp.send_requests import (
@@ -37,6 +38,8 @@ IdempotencyKey = Annotated[
         "sending again.",
     ),
 ]
+# Without it, OpenAPI would document FastAPI's own 422 shape for the inbox views' queries.
+INVALID_PAGE = (422, "validation_error", "Input should be less than or equal to 100", "query.limit")
 FREE_FORM_ERRORS = error_responses(**SEND_ERRORS)
 TEMPLATE_ERRORS = error_responses(
     **{name: case for name, case in SEND_ERRORS.items() if name != "window_closed"}
@@ -93,6 +96,7 @@ async def send_template(
     responses=error_responses(
         **AUTH_ERRORS,
         company_not_found=(404, "company_not_found", "No such company", None),
+        invalid_page=INVALID_PAGE,
     ),
 )
 async def list_conversations(
@@ -102,7 +106,7 @@ async def list_conversations(
         UUID | None, Query(description="One of your companies; default: the active one.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: PageOffset = 0,
 ) -> ConversationList:
     """Your company's WhatsApp conversations, most recently active first."""
     conversations = await container.whatsapp.list_conversations(
@@ -121,14 +125,15 @@ async def list_conversations(
     responses=error_responses(
         **AUTH_ERRORS,
         not_found=(404, "conversation_not_found", "No such conversation or recipient", None),
+        invalid_page=INVALID_PAGE,
     ),
 )
 async def list_messages(
-    conversation_id: str,
+    conversation_id: Annotated[str, Path(min_length=1, max_length=200)],
     principal: CurrentPrincipal,
     container: ContainerDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: PageOffset = 0,
 ) -> MessageList:
     """A conversation's messages, oldest first (`conversation_id` is Kapso's id)."""
     conversation, messages = await container.whatsapp.list_messages(

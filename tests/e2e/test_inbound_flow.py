@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from app.repositories.models import MessageRole
-from support.e2e import LocalFlow
+from support.e2e import LocalFlow, wait_inbox_done
 from support.store_data import make_member, unique_phone
 
 pytestmark = pytest.mark.timeout(90)
+RECEIVED = "whatsapp.message.received"
 
 
 async def test_known_user_gets_one_reply_and_both_messages_are_stored(flow: LocalFlow) -> None:
@@ -22,6 +23,8 @@ async def test_known_user_gets_one_reply_and_both_messages_are_stored(flow: Loca
     assert "Recibimos tu mensaje" in replies[0]["request"]["text"]["body"]
     assert replies[0]["request"]["context"] == {"message_id": sent["message"]["id"]}
 
+    # The emulator has the reply before the worker stored it: wait for the event to finish.
+    await wait_inbox_done(flow.repository, wamid=sent["message"]["id"], event=RECEIVED)
     conversation = await flow.repository.find_conversation_by_kapso_id(sent["conversation_id"])
     assert conversation is not None
     assert conversation.metadata.channel == "whatsapp"

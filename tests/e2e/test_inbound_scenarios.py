@@ -78,6 +78,8 @@ async def test_v1_payloads_reach_a_known_user_and_are_stored(flow: LocalFlow) ->
     assert len(replies) == 1
     assert "Recibimos tu mensaje" in replies[0]["request"]["text"]["body"]
     assert reply_contexts(replies) == [sent["message"]["id"]]
+    # The emulator has the reply before the worker stored it: wait for the event to finish.
+    [event] = await wait_inbox_done(flow.repository, wamid=sent["message"]["id"], event=RECEIVED)
 
     messages = await messages_of(flow, sent["conversation_id"])
     assert [m.role for m in messages] == [MessageRole.USER, MessageRole.ASSISTANT]
@@ -86,7 +88,6 @@ async def test_v1_payloads_reach_a_known_user_and_are_stored(flow: LocalFlow) ->
     conversation = await conversation_of(flow, sent["conversation_id"])
     assert conversation.metadata.user_id == profile.id
     assert conversation.metadata.company_id == company.id
-    [event] = await wait_inbox_done(flow.repository, wamid=sent["message"]["id"], event=RECEIVED)
     assert event.payload["payload_version"] == "v1"
 
 
@@ -133,6 +134,8 @@ async def test_one_conversation_in_order_while_another_proceeds(flow: LocalFlow)
     assert reply_contexts(replies_second) == sent[second]
 
     for phone, texts in ((first, "Pregunta"), (second, "Otra")):
+        for wamid in sent[phone]:
+            await wait_inbox_done(flow.repository, wamid=wamid, event=RECEIVED)
         events = await find_inbox_events(flow.repository, event=RECEIVED)
         mine = [e for e in events if e.wamid in sent[phone]]
         conversation = await flow.repository.find_conversation_by_kapso_id(

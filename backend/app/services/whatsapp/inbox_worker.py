@@ -147,6 +147,9 @@ class InboxWorker:
                 )
             finally:
                 heartbeat.cancel()
+                # The conversation's next event (held back while this one ran) is due now:
+                # claim it at once instead of at the next poll.
+                self._wake.set()
 
     async def _fail(
         self,

@@ -218,6 +218,9 @@ async def open_window(flow: LocalFlow, phone: str, text: str = "Hola") -> str:
     sent = await flow.say(phone, text)
     replies = await flow.outbox(phone, wait_count=1)
     assert len(replies) == 1, replies
+    # The worker stores its reply after Kapso took it: wait, or a test's own send could be
+    # stored first and the reply appended after it.
+    await eventually(lambda: flow.repository.find_message_by_wamid(replies[0]["message_id"]))
     conversation_id: str = sent["conversation_id"]
     return conversation_id
 

@@ -386,3 +386,226 @@ async def wait_inbox_done(
 
     rows: list[InboxEvent] = await eventually(done, within=within)
     return rows
+
+
+# --- Helpers for reliability tests: worker processes, tokens, store outages ----------------
+# (Imports here, not at the top: this section is appended to a file others edit too.)
+import os  # noqa: E402
+import signal  # noqa: E402
+import sqlite3  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from enum import Enum  # noqa: E402
+from urllib.parse import urlsplit, urlunsplit  # noqa: E402
+
+import jwt  # noqa: E402
+
+BACKEND_DIR = Path(__file__).resolve().parents[2] / "backend"
+
+
+def service_role_token(secret: str = JWT_SECRET) -> str:
+    """A service_role key as Supabase mints it (HS256 with the project's JWT secret)."""
+    now = int(time.time())
+    claims = {"iss": "supabase", "role": "service_role", "iat": now, "exp": now + 3600}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def user_token(user_id: uuid.UUID | None = None, secret: str = JWT_SECRET) -> str:
+    """A signed-in user's access token (valid, but not the service_role)."""
+    now = int(time.time())
+    claims = {
+        "sub": str(user_id or uuid.uuid4()),
+        "role": "authenticated",
+        "aud": "authenticated",
+        "iat": now,
+        "exp": now + 3600,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Enum):
+        return str(value.value)
+    return str(value)
+
+
+def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
+    """Environment variables that make `Settings()` in another process equal `settings`
+    (plus `overrides`); no setting is inherited from this process's environment."""
+    names = set(Settings.model_fields)
+    env = {key: value for key, value in os.environ.items() if key.lower() not in names}
+    values = {**settings.model_dump(), **overrides}
+    for name, value in values.items():
+        if value is not None:
+            env[name.upper()] = _env_value(value)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(BACKEND_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class WorkerProcess:
+    """A `whatsapp-worker` process (`python -m app.worker`), its output in `log_path`."""
+
+    process: asyncio.subprocess.Process
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text("utf-8", errors="replace")
+
+    async def kill(self) -> None:
+        """SIGKILL: no clean-up, no lease released, nothing settled."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+
+    async def terminate(self, grace_seconds: float = 20.0) -> int:
+        """SIGTERM and wait for a graceful exit; SIGKILL if it does not come."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.process.wait(), grace_seconds)
+        except TimeoutError:
+            await self.kill()
+            raise
+
+
+@contextlib.asynccontextmanager
+async def worker_process(
+    settings: Settings, workdir: Path, *, name: str = "worker", **overrides: Any
+) -> AsyncIterator[WorkerProcess]:
+    """Run `python -m app.worker` configured like `settings` (plus `overrides`) by environment
+    variables, in the existing directory `workdir` (so no developer `.env` is read); killed
+    on exit if still running."""
+    log_path = workdir / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "app.worker",
+            cwd=workdir,
+            env=settings_env(settings, **overrides),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    worker = WorkerProcess(process, log_path)
+    try:
+        yield worker
+    finally:
+        if process.returncode is None:
+            await worker.kill()
+
+
+class TcpProxy:
+    """A TCP forwarder to `target` that a test can cut (live connections dropped, new ones
+    closed at once) and restore: an outage of a shared server without touching the server."""
+
+    def __init__(self, target_url: str) -> None:
+        parts = urlsplit(target_url)
+        assert parts.hostname is not None, target_url
+        assert parts.port is not None, target_url
+        self._target = (parts.hostname, parts.port)
+        self._parts = parts
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.down = False
+
+    async def start(self) -> str:
+        """Listen on a free port of 127.0.0.1; returns the target URL rewritten to it."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return urlunsplit(self._parts._replace(netloc=f"127.0.0.1:{port}"))
+
+    def cut(self) -> None:
+        self.down = True
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    def restore(self) -> None:
+        self.down = False
+
+    async def aclose(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            writer.transport.abort()
+            return
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.transport.abort()
+            return
+        for pipe in (
+            self._pipe(reader, upstream_writer, writer),
+            self._pipe(upstream_reader, writer, upstream_writer),
+        ):
+            task = asyncio.create_task(pipe)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        other: asyncio.StreamWriter,
+    ) -> None:
+        self._writers.update((writer, other))
+        try:
+            while chunk := await reader.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.transport.abort()
+            other.transport.abort()
+
+
+class SqliteWriteLock:
+    """Another process's write transaction on an SQLite file (as a backup tool would hold):
+    the service's writes wait for the busy timeout, then fail."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._connection: sqlite3.Connection | None = None
+
+    async def acquire(self) -> None:
+        # In a thread: the service shares this event loop and must finish its transaction.
+        def lock() -> sqlite3.Connection:
+            connection = sqlite3.connect(
+                self._path, isolation_level=None, timeout=30, check_same_thread=False
+            )
+            connection.execute("begin exclusive")
+            return connection
+
+        self._connection = await asyncio.to_thread(lock)
+
+    async def release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+
+            def unlock() -> None:
+                connection.execute("rollback")
+                connection.close()
+
+            await asyncio.to_thread(unlock)

@@ -64,7 +64,8 @@ class Settings(BaseSettings):
         "else the embedded SQLite file.",
     )
     sqlite_path: str = ".local/whatsapp.sqlite3"
-    store_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Under Kapso's 10 s webhook deadline, so a stuck store answers 503 before Kapso gives up.
+    store_timeout_seconds: float = Field(default=5.0, gt=0)
 
     # JWT verification
     supabase_jwks_url: str | None = Field(

@@ -38,4 +38,6 @@ async def create_whatsapp_repository(settings: Settings) -> WhatsAppRepository:
             _secret(settings),
             timeout_seconds=settings.store_timeout_seconds,
         )
-    return SqliteWhatsAppRepository(settings.sqlite_path)
+    return SqliteWhatsAppRepository(
+        settings.sqlite_path, busy_timeout_seconds=settings.store_timeout_seconds
+    )

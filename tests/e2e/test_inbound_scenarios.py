@@ -4,6 +4,7 @@ conversation cache, media, manual answers from Kapso's inbox, status and convers
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from support.e2e import (
     eventually,
     find_inbox_events,
     local_flow,
+    quiesce,
     wait_inbox_done,
 )
 from support.store_data import make_member, unique_phone
@@ -29,6 +31,14 @@ from support.store_data import make_member, unique_phone
 pytestmark = pytest.mark.timeout(120)
 
 RECEIVED = "whatsapp.message.received"
+
+
+@pytest.fixture
+async def flow(flow: LocalFlow) -> AsyncIterator[LocalFlow]:
+    """The shared flow, left quiet at the end (see `quiesce`)."""
+    started = datetime.now(UTC)
+    yield flow
+    await quiesce(flow, since=started)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -107,9 +117,12 @@ async def test_emulator_batches_are_stored_and_each_message_answered(flow: Local
     assert [d["batch_size"] for d in deliveries] == [4]
     assert deliveries[0]["state"] == "delivered"
 
+    for wamid in wamids:
+        await wait_inbox_done(flow.repository, wamid=wamid, event=RECEIVED)
     messages = await messages_of(flow, sent[0]["conversation_id"])
     users = [m for m in messages if m.role is MessageRole.USER]
     assert [m.metadata.whatsapp_message_id for m in users] == wamids
+    assert len(messages) == 8
     await flow.drain_deliveries()
     assert len(await flow.outbox(phone)) == 4
 
@@ -215,6 +228,7 @@ async def test_a_conversation_reuses_its_cached_user_and_company(flow: LocalFlow
 
 
 async def test_with_a_zero_ttl_every_message_resolves_again(store: StoreChoice) -> None:
+    started = datetime.now(UTC)
     async with local_flow(store, auth_cache_ttl_seconds=0) as flow:
         phone, profile, company = await member_phone(flow)
         first = await flow.say(phone, "Uno")
@@ -231,6 +245,7 @@ async def test_with_a_zero_ttl_every_message_resolves_again(store: StoreChoice) 
         assert after.resolved_at is not None
         assert cached.resolved_at is not None
         assert after.resolved_at > cached.resolved_at
+        await quiesce(flow, since=started)
 
 
 async def end_in_emulator(flow: LocalFlow, kapso_conversation_id: str) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ from app.repositories.models import InboxState, MessageRole
 from support.e2e import (
     LocalFlow,
     find_inbox_events,
+    quiesce,
     sign,
     text_message_item,
     wait_inbox_done,
@@ -29,6 +31,14 @@ from support.store_data import make_member
 pytestmark = pytest.mark.timeout(120)
 
 MIB = 1024 * 1024
+
+
+@pytest.fixture
+async def flow(flow: LocalFlow) -> AsyncIterator[LocalFlow]:
+    """The shared flow, left quiet at the end (see `quiesce`)."""
+    started = datetime.now(UTC)
+    yield flow
+    await quiesce(flow, since=started)
 
 
 @pytest.fixture

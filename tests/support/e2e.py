@@ -609,3 +609,30 @@ class SqliteWriteLock:
                 connection.close()
 
             await asyncio.to_thread(unlock)
+
+
+# --- Quiescence before a flow stops (webhook endpoint and inbound scenario tests) ------------
+from datetime import UTC, datetime, timedelta  # noqa: E402
+
+
+async def quiesce(flow: LocalFlow, *, since: datetime, within: float = 10.0) -> None:
+    """Let the flow finish its work before it stops: every webhook delivered and every inbox
+    event received since `since` processed. Best effort: gives up quietly after `within`.
+
+    Stopping while the worker still has work races its shutdown (events claimed while it stops
+    run against closed clients), which shows up as unclosed-socket warnings in later tests.
+    """
+    await flow.control.post("/_emulator/deliveries/drain", json={"wait_seconds": within})
+    deadline = time.monotonic() + within
+    cutoff = since - timedelta(seconds=1)
+    while time.monotonic() < deadline:
+        busy = [
+            event
+            for state in (InboxState.PENDING, InboxState.PROCESSING)
+            for event in await flow.repository.list_inbox_events(state, limit=100)
+            if event.received_at >= cutoff
+            and (event.state is InboxState.PROCESSING or event.next_attempt_at <= datetime.now(UTC))
+        ]
+        if not busy:
+            return
+        await asyncio.sleep(0.05)

@@ -13,6 +13,7 @@ from app.container import build_container
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.settings import Settings, get_settings
+from app.repositories.errors import StoreUnavailableError
 from app.routers.whatsapp.main import router as whatsapp_router
 from app.services.whatsapp.responder import Responder
 
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None, *, responder: Responder | None 
         summary="Kapso webhooks in, WhatsApp messages out, for Fizko's users.",
         lifespan=lifespan,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, unavailable=(StoreUnavailableError,))
     app.include_router(whatsapp_router)
 
     @app.get("/health", tags=["health"])

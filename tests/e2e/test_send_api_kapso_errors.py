@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from app.repositories.models import MessageRole, OutboundMessage, OutboundStatus
+from app.repositories.models import Message, MessageRole, OutboundMessage, OutboundStatus
 from support.e2e import (
     SEND_API,
     LocalFlow,
@@ -241,6 +241,16 @@ async def test_a_timeout_after_the_send_is_504_recorded_unknown_and_settled_by_w
         assert replay.json()["message_id"] == sent["message_id"]
         await flow.drain_deliveries()
         assert len(await api_sends(flow, profile.phone, expected=2, wait_seconds=0.3)) == 1
+
+        # Once settled, the message the user got is in the conversation too, once.
+        async def stored() -> Message | None:
+            return await flow.repository.find_message_by_wamid(sent["message_id"])
+
+        message = await eventually(stored)
+        assert message.content == "¿Llegó?"
+        assert message.role is MessageRole.ASSISTANT
+        assert message.metadata.outbound_id == row.id
+        assert message.metadata.sender_user_id == profile.id
 
 
 def _closed_port_url() -> str:

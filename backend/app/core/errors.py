@@ -179,6 +179,13 @@ async def _render_validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        # Not a field's fault: the body could not be read at all.
+        unreadable = BadRequestError(
+            f"Malformed JSON body: {first.get('ctx', {}).get('error', 'invalid JSON')}",
+            code="malformed_json",
+        )
+        return JSONResponse(unreadable.to_body(), status_code=unreadable.status_code)
     error = AppError(
         str(first.get("msg", "Invalid request")),
         code="validation_error",
@@ -205,8 +212,19 @@ async def _render_unexpected_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error.to_body(), status_code=500)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Render every AppError and request validation failure in the one error shape."""
+async def _render_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    logger.warning("Dependency unavailable: %s", type(exc).__name__)
+    error = ServiceUnavailableError(
+        "A service this request needs is unavailable; retry later", code="store_unavailable"
+    )
+    return JSONResponse(error.to_body(), status_code=503, headers={"Retry-After": "5"})
+
+
+def install_error_handlers(app: FastAPI, *, unavailable: tuple[type[Exception], ...] = ()) -> None:
+    """Render every error in the one shape; `unavailable` exceptions (e.g. the store being
+    down) become 503 with `Retry-After`, not 500."""
+    for exception_type in unavailable:
+        app.add_exception_handler(exception_type, _render_unavailable)
     app.add_exception_handler(AppError, _render_app_error)
     app.add_exception_handler(RequestValidationError, _render_validation_error)
     app.add_exception_handler(StarletteHTTPException, _render_http_error)

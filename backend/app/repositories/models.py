@@ -217,6 +217,12 @@ class OutboundStatus(StrEnum):
     FAILED = "failed"
 
 
+# Kapso took the message: it went out (later statuses only say how far it got).
+ACCEPTED_OUTBOUND_STATUSES = frozenset(
+    {OutboundStatus.SENT, OutboundStatus.DELIVERED, OutboundStatus.READ}
+)
+
+
 class NewOutboundMessage(BaseModel):
     """An outbound message, recorded before it is sent."""
 

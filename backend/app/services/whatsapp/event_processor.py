@@ -13,11 +13,18 @@ from app.integrations.kapso.webhook_events import (
     MessageOrigin,
     MessageStatus,
 )
-from app.repositories.models import InboxEvent, OutboundStatus, OutboundStatusChange
+from app.repositories.models import (
+    ACCEPTED_OUTBOUND_STATUSES,
+    InboxEvent,
+    OutboundMessage,
+    OutboundStatus,
+    OutboundStatusChange,
+)
 from app.repositories.whatsapp import WhatsAppRepository
 from app.services.whatsapp.conversation_manager import WhatsAppConversationManager
 from app.services.whatsapp.inbound import InboundMessageHandler
 from app.services.whatsapp.inbox_codec import decode_inbox_event
+from app.services.whatsapp.outbound import PURPOSE_API
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +78,8 @@ class WhatsAppEventProcessor:
             and event.origin is MessageOrigin.BUSINESS_APP
         ):
             await self._store_manual(event)
+        elif change is not None and change.changed:
+            await self._store_settled_api_send(change.message)
 
     async def _advance(
         self, event: MessageEvent, status: OutboundStatus
@@ -93,6 +102,26 @@ class WhatsAppEventProcessor:
             return None
         return await self._repository.advance_outbound_status_by_wamid(
             event.wamid, status, error_code=error_code, error_message=error_message
+        )
+
+    async def _store_settled_api_send(self, message: OutboundMessage) -> None:
+        """A send-API message whose request timed out is stored once Kapso says it went out
+        (stored once per wamid: for a send that did not time out this changes nothing)."""
+        if (
+            message.purpose != PURPOSE_API
+            or message.status not in ACCEPTED_OUTBOUND_STATUSES
+            or message.conversation_id is None
+            or message.wamid is None
+            or message.content is None
+        ):
+            return
+        await self._conversations.store_outbound(
+            message.conversation_id,
+            content=message.content,
+            wamid=message.wamid,
+            message_type=message.message_type,
+            outbound_id=message.id,
+            sender_user_id=message.user_id,
         )
 
     async def _store_manual(self, event: MessageEvent) -> None:

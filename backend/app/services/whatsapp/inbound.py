@@ -16,7 +16,13 @@ from app.repositories.whatsapp import WhatsAppRepository
 from app.services.whatsapp.auth import IdentityStatus, PhoneAuthenticator, WhatsAppIdentity
 from app.services.whatsapp.conversation_manager import WhatsAppConversationManager
 from app.services.whatsapp.formatting import format_reply
-from app.services.whatsapp.outbound import OutboundSender, OutboundText
+from app.services.whatsapp.outbound import (
+    PURPOSE_NO_COMPANY,
+    PURPOSE_REGISTRATION,
+    PURPOSE_REPLY,
+    OutboundSender,
+    OutboundText,
+)
 from app.services.whatsapp.processing_errors import PermanentEventError
 from app.services.whatsapp.responder import Attachment, Responder, ResponderRequest
 from app.services.whatsapp.texts import WhatsAppTexts
@@ -24,10 +30,6 @@ from app.services.whatsapp.texts import WhatsAppTexts
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-
-PURPOSE_REPLY = "reply"
-PURPOSE_REGISTRATION = "registration"
-PURPOSE_NO_COMPANY = "no_company"
 
 
 @dataclass(frozen=True, slots=True)

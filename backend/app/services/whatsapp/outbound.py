@@ -26,7 +26,12 @@ from app.integrations.kapso import (
     KapsoServerError,
 )
 from app.integrations.kapso.models import MessageRecord
-from app.repositories.models import NewOutboundMessage, OutboundMessage, OutboundStatus
+from app.repositories.models import (
+    ACCEPTED_OUTBOUND_STATUSES,
+    NewOutboundMessage,
+    OutboundMessage,
+    OutboundStatus,
+)
 from app.repositories.whatsapp import WhatsAppRepository
 from app.services.whatsapp.processing_errors import RetryableEventError
 
@@ -34,7 +39,12 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 _HISTORY_SLACK = timedelta(seconds=30)
-_DELIVERED = frozenset({OutboundStatus.SENT, OutboundStatus.DELIVERED, OutboundStatus.READ})
+
+# Why a message was sent (`whatsapp_outbound_messages.purpose`).
+PURPOSE_REPLY = "reply"
+PURPOSE_REGISTRATION = "registration"
+PURPOSE_NO_COMPANY = "no_company"
+PURPOSE_API = "api"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +76,7 @@ class SendOutcome:
 
     @property
     def delivered_to_kapso(self) -> bool:
-        return self.message.status in _DELIVERED
+        return self.message.status in ACCEPTED_OUTBOUND_STATUSES
 
 
 class OutboundSender:
@@ -111,7 +121,7 @@ class OutboundSender:
 
     async def deliver(self, row: OutboundMessage, message: OutboundText) -> SendOutcome:
         """Send a recorded message, or settle an earlier attempt whose outcome is unknown."""
-        if row.status in _DELIVERED or row.status is OutboundStatus.FAILED:
+        if row.status in ACCEPTED_OUTBOUND_STATUSES or row.status is OutboundStatus.FAILED:
             return SendOutcome(row, sent_now=False)
         if row.status is OutboundStatus.UNKNOWN or row.send_attempts > 0:
             # An earlier attempt may have reached Kapso: look before sending again.

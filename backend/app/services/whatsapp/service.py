@@ -31,6 +31,7 @@ from app.integrations.kapso import (
 )
 from app.integrations.kapso.models import CUSTOMER_SERVICE_WINDOW
 from app.repositories.models import (
+    ACCEPTED_OUTBOUND_STATUSES,
     Conversation,
     Message,
     MessageRole,
@@ -46,6 +47,7 @@ from app.services.whatsapp.kapso_errors import (
     app_error_from_code,
     app_error_from_kapso,
 )
+from app.services.whatsapp.outbound import PURPOSE_API
 from app.services.whatsapp.rate_limit import SendRateLimiter
 from app.services.whatsapp.send_requests import (
     ConversationSelector,
@@ -60,8 +62,6 @@ from app.services.whatsapp.send_requests import (
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-PURPOSE_API = "api"
-_ACCEPTED = frozenset({OutboundStatus.SENT, OutboundStatus.DELIVERED, OutboundStatus.READ})
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +331,7 @@ def _replay(earlier: OutboundMessage, fingerprint: str) -> SendResponse:
             "This Idempotency-Key was used for a different request",
             code="idempotency_key_reused",
         )
-    if earlier.status in _ACCEPTED and earlier.wamid:
+    if earlier.status in ACCEPTED_OUTBOUND_STATUSES and earlier.wamid:
         return SendResponse(
             message_id=earlier.wamid,
             conversation_id=earlier.kapso_conversation_id,

@@ -1,0 +1,1 @@
+"""The benchmark suite (`./scripts/bench.sh`); see bench/README.md."""

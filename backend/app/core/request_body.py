@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from app.core.errors import BadRequestError, PayloadTooLargeError
+
+logger = logging.getLogger(__name__)
 
 
 async def read_body_limited(request: Request, max_bytes: int) -> bytes:
@@ -20,11 +25,18 @@ async def read_body_limited(request: Request, max_bytes: int) -> bytes:
     chunks: list[bytes] = []
     received = 0
     # Chunked bodies carry no length: count while streaming and stop at the cap.
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > max_bytes:
-            raise _too_large(max_bytes)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > max_bytes:
+                raise _too_large(max_bytes)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to answer; nothing was recorded. Not an error of ours.
+        logger.info("Client disconnected while sending the request body")
+        raise BadRequestError(
+            "The client disconnected mid-body", code="client_disconnected"
+        ) from None
     return b"".join(chunks)
 
 

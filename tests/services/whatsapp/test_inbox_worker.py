@@ -176,3 +176,32 @@ def test_retry_delay_grows_with_jitter_and_is_capped() -> None:
         delays = {policy.retry_delay(attempts) for _ in range(30)}
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(delays) > 1
+
+
+async def test_stop_waits_for_events_claimed_while_stopping(
+    repository: SqliteWhatsAppRepository,
+) -> None:
+    """A claim under way when stop() is called still starts its events; stop() must not
+    return while they run (the clients they use are closed right after)."""
+    await record(repository, 2)
+    finished: list[str] = []
+    claim_started = asyncio.Event()
+
+    class SlowClaims(SqliteWhatsAppRepository):
+        async def claim_inbox_events(self, **kwargs: object) -> list[InboxEvent]:
+            claim_started.set()
+            await asyncio.sleep(0.2)
+            return await repository.claim_inbox_events(**kwargs)  # type: ignore[arg-type]
+
+    async def process(event: InboxEvent) -> None:
+        await asyncio.sleep(0.2)
+        finished.append(str(event.id))
+
+    slow = SlowClaims(repository.path)
+    worker = InboxWorker(slow, process, FAST)
+    runner = asyncio.create_task(worker.run())
+    await claim_started.wait()
+    await worker.stop(grace_seconds=5)
+    await runner
+    assert len(finished) == 2
+    await slow.aclose()

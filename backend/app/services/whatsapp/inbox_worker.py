@@ -68,6 +68,9 @@ class InboxWorker:
         self._slots = asyncio.Semaphore(policy.concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = False
+        # Set while no run loop is going (a claim in progress could still start tasks).
+        self._loop_idle = asyncio.Event()
+        self._loop_idle.set()
 
     def wake(self) -> None:
         """New events were recorded: look now rather than at the next poll."""
@@ -76,21 +79,29 @@ class InboxWorker:
     async def run(self) -> None:
         """Claim and process until `stop()`."""
         logger.info("Inbox worker %s started", self.owner)
-        while not self._stopping:
-            try:
-                claimed = await self.claim_and_start()
-            except StoreError as exc:
-                logger.warning("Inbox claim failed (%s); retrying", type(exc).__name__)
-                claimed = 0
-            if claimed == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._policy.poll_seconds)
-                self._wake.clear()
+        self._loop_idle.clear()
+        try:
+            while not self._stopping:
+                try:
+                    claimed = await self.claim_and_start()
+                except StoreError as exc:
+                    logger.warning("Inbox claim failed (%s); retrying", type(exc).__name__)
+                    claimed = 0
+                if claimed == 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._policy.poll_seconds)
+                    self._wake.clear()
+        finally:
+            self._loop_idle.set()
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop claiming; let events in flight finish (their leases cover a hard stop)."""
         self._stopping = True
         self._wake.set()
+        # A claim under way when asked to stop still starts its events: wait for the loop to
+        # exit first, so none of them outlives the clients closed after `stop()`.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._loop_idle.wait(), grace_seconds)
         if self._in_flight:
             _, pending = await asyncio.wait(self._in_flight, timeout=grace_seconds)
             for task in pending:

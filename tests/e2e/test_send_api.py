@@ -831,7 +831,7 @@ async def test_every_error_of_the_api_has_the_one_shape(flow: LocalFlow) -> None
         "wrong-method": await flow.service.get(text, headers=bearer(user.id)),
     }
 
-    assert_error(cases["not-json"], 422, "validation_error")
+    assert_error(cases["not-json"], 400, "malformed_json")
     assert_error(cases["not-utf8"], 400, "bad_request")
     assert_error(cases["json-array"], 422, "validation_error")
     assert_error(cases["long-key"], 422, "validation_error", field="header.Idempotency-Key")

@@ -56,6 +56,7 @@ class Options:
     duration: float
     connections: int
     deliveries: int
+    worker_deliveries: int
     e2e_rate: float
     e2e_seconds: float
     e2e_users: int
@@ -473,17 +474,36 @@ class Sampler:
 
 
 def measure_memory(run: Run) -> dict[str, Any]:
-    """N deliveries into the API (worker off) while a `whatsapp-worker` process handles them."""
+    """RSS through long runs: the API alone taking N deliveries (worker off), then a
+    `whatsapp-worker` process handling M deliveries while the API takes them, until drained."""
     options = run.options
-    store = StoreRef("sqlite", sqlite_path=run.run_dir / "memory.sqlite3")
+    api_run = _memory_run(run, "api", options.deliveries, with_worker=False)
+    worker_run = _memory_run(run, "worker", options.worker_deliveries, with_worker=True)
+    return {
+        "deliveries": options.deliveries,
+        "rss": {"api": api_run["rss"]["api"], "worker": worker_run["rss"]["worker"]},
+        "api_run": api_run,
+        "worker_run": worker_run,
+        "count_check": {
+            "api_run": api_run["count_check"],
+            "worker_run": worker_run["count_check"],
+            "ok": api_run["count_check"]["ok"] and worker_run["count_check"]["ok"],
+        },
+    }
+
+
+def _memory_run(run: Run, name: str, count: int, *, with_worker: bool) -> dict[str, Any]:
+    options = run.options
+    store = StoreRef("sqlite", sqlite_path=run.run_dir / f"memory-{name}.sqlite3")
     tag = uuid.uuid4().hex[:6]
+    prefix = f"wamid.bench{tag}"
     users = asyncio.run(_seed(store, 32, tag))
     emulator_env = service_env(
         run_dir=run.run_dir, store="sqlite", emulator_url=None, worker_enabled=False
     )
-    # No webhook URL: the emulator's status events for 100k replies are not what is measured.
+    # No webhook URL: the emulator's status events for the replies are not what is measured.
     emulator = run.processes.uvicorn(
-        "emulator-memory", "bench.emulator_server:create_app", env=emulator_env
+        f"emulator-memory-{name}", "bench.emulator_server:create_app", env=emulator_env
     )
     assert emulator.url is not None
     env = service_env(
@@ -499,36 +519,50 @@ def measure_memory(run: Run) -> dict[str, Any]:
     try:
         # Open each user's 24-hour window at the emulator (as if they had written).
         asyncio.run(_open_windows(emulator.url, [user.sender for user in users]))
-        requests = request_file(run, "memory", options.deliveries, [u.sender for u in users], tag)
-        api = run.processes.uvicorn("service-memory", "app.main:create_app", env=env)
-        worker = run.processes.start("worker-memory", [sys.executable, "-m", "app.worker"], env=env)
+        requests = request_file(run, f"memory-{name}", count, [u.sender for u in users], tag)
+        api = run.processes.uvicorn(f"service-memory-{name}", "app.main:create_app", env=env)
+        pids = {"api": api.pid}
+        if with_worker:
+            worker = run.processes.start(
+                f"worker-memory-{name}", [sys.executable, "-m", "app.worker"], env=env
+            )
+            pids["worker"] = worker.pid
+            _wait_settled_rss(worker.pid)  # its imports and start-up are not growth
         assert api.url is not None
-        log(f"memory: {options.deliveries} deliveries; sampling RSS of the API and the worker")
-        with Sampler({"api": api.pid, "worker": worker.pid}) as sampler:
+        log(f"memory: {count} deliveries; sampling RSS of {' and '.join(pids)}")
+        with Sampler(pids) as sampler:
             result = run_wrk(
                 f"{api.url}/api/whatsapp/webhook",
                 requests,
                 connections=options.connections,
                 duration=3600,
                 once=True,
-                server_pids={"api": api.pid, "worker": worker.pid},
+                server_pids=pids,
             )
-            drained_at = _wait_drained(store, f"wamid.bench{tag}", timeout=3600)
+            drained_at = _wait_drained(store, prefix, timeout=3600) if with_worker else 0.0
         requests.unlink()
-        prefix = f"wamid.bench{tag}"
         states = store.inbox_states(prefix)
-        replies = store.count(
-            "select count(*) from whatsapp_outbound_messages o join whatsapp_inbox_events e "  # noqa: S608 - our own prefix
-            f"on e.id = o.inbox_event_id where e.wamid like '{prefix}%' "
-            "and o.purpose = 'reply' and o.status = 'sent'"
-        )
         recorded = sum(states.values())
-        ok = set(states) <= {"done"} and replies == recorded >= options.deliveries
-        check = {"states": states, "recorded": recorded, "replies_sent": replies, "ok": ok}
-        if not ok:
-            run.fail(f"memory run count check failed: {check}")
+        distinct = store.count(
+            "select count(distinct wamid) from whatsapp_inbox_events "  # noqa: S608
+            f"where wamid like '{prefix}%'"
+        )
+        check: dict[str, Any] = {"states": states, "recorded": recorded, "distinct": distinct}
+        if with_worker:
+            replies = store.count(
+                "select count(*) from whatsapp_outbound_messages o join whatsapp_inbox_events e "  # noqa: S608 - our own prefix
+                f"on e.id = o.inbox_event_id where e.wamid like '{prefix}%' "
+                "and o.purpose = 'reply' and o.status = 'sent'"
+            )
+            check["replies_sent"] = replies
+            check["ok"] = set(states) <= {"done"} and replies == recorded == distinct >= count
+        else:
+            check["ok"] = set(states) <= {"pending"} and recorded == distinct >= count
+        if not check["ok"]:
+            run.fail(f"memory run ({name}) count check failed: {check}")
         return {
-            "deliveries": options.deliveries,
+            "deliveries": count,
+            "worker": "a whatsapp-worker process" if with_worker else "off (API alone)",
             "ingest": result,
             "worker_drained_after_s": round(drained_at, 1),
             "rss": sampler.summary(),
@@ -536,6 +570,18 @@ def measure_memory(run: Run) -> dict[str, Any]:
         }
     finally:
         run.processes.stop_all()
+
+
+def _wait_settled_rss(pid: int, timeout: float = 20.0) -> None:
+    """Wait until a starting process's RSS stops changing (start-up done)."""
+    started = time.monotonic()
+    previous = rss_bytes(pid)
+    while time.monotonic() - started < timeout:
+        time.sleep(0.5)
+        current = rss_bytes(pid)
+        if time.monotonic() - started > 2 and abs(current - previous) < previous * 0.005:
+            return
+        previous = current
 
 
 async def _open_windows(emulator_url: str, senders: list[Sender]) -> None:
@@ -754,7 +800,10 @@ def table(results: dict[str, Any]) -> str:
         )
     if "memory" in results:
         m = results["memory"]
-        out += f"\n\n(7) memory over {m['deliveries']:,} deliveries:"
+        out += (
+            f"\n\n(7) memory: API over {m['api_run']['deliveries']:,} deliveries, worker over "
+            f"{m['worker_run']['deliveries']:,} (drained):"
+        )
         for name, r in m["rss"].items():
             growth = r["growth_first_to_last_quarter"]
             out += (
@@ -782,6 +831,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument(
         "--deliveries", type=int, help="memory run size (default 100000; quick 5000)"
+    )
+    parser.add_argument(
+        "--worker-deliveries",
+        type=int,
+        help="the worker's memory run, drained to the end (default 10000; quick 2000)",
     )
     parser.add_argument("--e2e-rate", type=float, default=50.0)
     parser.add_argument(
@@ -811,6 +865,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         duration=args.duration or (5.0 if quick else 20.0),
         connections=args.connections,
         deliveries=args.deliveries or (5_000 if quick else 100_000),
+        worker_deliveries=args.worker_deliveries or (2_000 if quick else 10_000),
         e2e_rate=args.e2e_rate,
         e2e_seconds=args.e2e_seconds or (5.0 if quick else 10.0),
         e2e_users=args.e2e_users,
@@ -873,6 +928,7 @@ def main(argv: list[str] | None = None) -> int:
             "send_seconds": options.send_seconds,
             "send_concurrency": options.send_concurrency,
             "memory_deliveries": options.deliveries,
+            "memory_worker_deliveries": options.worker_deliveries,
         },
         "results": results,
         "targets": targets(results),

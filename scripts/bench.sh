@@ -2,10 +2,10 @@
 # THE benchmark command (issue 7): installs what it needs, runs every measurement, writes
 # bench/results/<YYYY-MM-DD>.json and prints a table. See bench/README.md.
 #
-#   ./scripts/bench.sh                    the full run (about 40 minutes; the committed results)
+#   ./scripts/bench.sh                    the full run (about 15 minutes; the committed results)
 #   ./scripts/bench.sh --quick            short durations and a 5,000-delivery memory run (minutes)
 #   ./scripts/bench.sh --only ingest      a subset: ingest,supabase,roundtrips,e2e,send,memory
-#   ./scripts/bench.sh --deliveries 20000 the memory run's size (default 100,000)
+#   ./scripts/bench.sh --deliveries 20000 the API memory run's size (default 100,000)
 #   ./scripts/bench.sh --help             every option
 #
 # It starts (and stops) everything it uses: the servers on free ports, and a private local

@@ -69,20 +69,12 @@ def run_wrk(
     popen = subprocess.Popen(  # noqa: S603 - our own argv
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    interrupted = False
-    while True:
-        pid, status, usage = os.wait4(popen.pid, os.WNOHANG)
-        if pid != 0:
-            break
-        if on_tick is not None:
-            on_tick()
-        markers = [Path(f"{done_marker}.{index}") for index in range(threads)]
-        if once and not interrupted and all(marker.exists() for marker in markers):
-            # Every thread has sent its share: let the last answers arrive, then stop wrk.
-            time.sleep(0.5)
-            popen.send_signal(signal.SIGINT)
-            interrupted = True
-        time.sleep(0.25)
+    try:
+        status, usage = _wait_wrk(popen, threads, done_marker, once=once, on_tick=on_tick)
+    finally:
+        if popen.poll() is None:  # interrupted ourselves: wrk must not outlive the run
+            popen.kill()
+            popen.wait()
     popen.returncode = os.waitstatus_to_exitcode(status)
     for index in range(threads):
         Path(f"{done_marker}.{index}").unlink(missing_ok=True)
@@ -117,3 +109,29 @@ def run_wrk(
             **servers,
         },
     }
+
+
+def _wait_wrk(
+    popen: subprocess.Popen[bytes],
+    threads: int,
+    done_marker: Path,
+    *,
+    once: bool,
+    on_tick: Callable[[], None] | None,
+) -> tuple[int, Any]:
+    """Wait for wrk (ticking `on_tick`); with `once`, stop it when every thread has sent all."""
+    interrupted = False
+    while True:
+        pid, status, usage = os.wait4(popen.pid, os.WNOHANG)
+        if pid != 0:
+            break
+        if on_tick is not None:
+            on_tick()
+        markers = [Path(f"{done_marker}.{index}") for index in range(threads)]
+        if once and not interrupted and all(marker.exists() for marker in markers):
+            # Every thread has sent its share: let the last answers arrive, then stop wrk.
+            time.sleep(0.5)
+            popen.send_signal(signal.SIGINT)
+            interrupted = True
+        time.sleep(0.25)
+    return status, usage

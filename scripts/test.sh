@@ -15,13 +15,13 @@ echo "==> uv sync (locked)"
 uv sync --locked --quiet
 
 echo "==> ruff check"
-uv run --no-sync ruff check backend tests
+uv run --no-sync ruff check backend tests bench
 
 echo "==> ruff format --check"
-uv run --no-sync ruff format --check backend tests
+uv run --no-sync ruff format --check backend tests bench
 
-echo "==> mypy --strict backend/app backend/kapso_emulator"
-uv run --no-sync mypy --strict backend/app backend/kapso_emulator
+echo "==> mypy --strict backend/app backend/kapso_emulator bench"
+uv run --no-sync mypy --strict backend/app backend/kapso_emulator bench
 
 ./scripts/ensure-browser.sh
 echo "==> pytest"

@@ -160,12 +160,14 @@ class InboundMessageHandler:
         conversation: Conversation,
     ) -> list[tuple[OutboundMessage | None, str]]:
         """The reply's messages: those an earlier attempt recorded, or a fresh answer."""
-        # Every attempt looks, not only attempts > 1: a replay of a dead event starts over at 1.
-        earlier = await self._repository.list_outbound_for_inbox_event(inbox_event.id)
-        replies = [row for row in earlier if row.purpose == PURPOSE_REPLY and row.content]
-        if replies:
-            # Re-asking the assistant could word it differently: resend what was decided.
-            return [(row, row.content or "") for row in replies]
+        # Only an event that ran before can have recorded replies: a retry (attempts > 1) or a
+        # replayed dead event (attempts start over at 1, but its last error is kept).
+        if inbox_event.attempts > 1 or inbox_event.last_error is not None:
+            earlier = await self._repository.list_outbound_for_inbox_event(inbox_event.id)
+            replies = [row for row in earlier if row.purpose == PURPOSE_REPLY and row.content]
+            if replies:
+                # Re-asking the assistant could word it differently: resend what was decided.
+                return [(row, row.content or "") for row in replies]
         assert identity.user_id is not None
         assert identity.company_id is not None
         answer = await self._responder.reply(

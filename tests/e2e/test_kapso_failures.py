@@ -232,3 +232,34 @@ async def test_replayed_event_whose_reply_reached_kapso_keeps_the_text_the_user_
         assert [(m.content, m.metadata.whatsapp_message_id) for m in replies] == [
             ("Respuesta número 1.", got["message_id"])
         ]
+
+
+class _LongResponder:
+    """An answer over WhatsApp's 4096 characters: it goes out as two messages."""
+
+    async def reply(self, request: ResponderRequest) -> str:
+        return ("Primera parte. " * 200).strip() + "\n\n" + ("Segunda parte. " * 200).strip()
+
+
+async def test_a_reply_in_two_parts_goes_out_whole_after_a_failed_first_part(
+    store: StoreChoice,
+) -> None:
+    async with local_flow(store, responder=_LongResponder(), **NO_CLIENT_RETRIES) as flow:
+        profile, _ = await make_member(flow.repository)
+        assert profile.phone is not None
+        # Two refusals: the mark-as-read (best effort) and the first part's send.
+        await flow.fault(kind="status", status=503, path="*/messages", method="POST", times=2)
+        sent = await flow.say(profile.phone, "Hola")
+
+        replies = await flow.outbox(profile.phone, wait_count=2, wait_seconds=20)
+        bodies = [reply["request"]["text"]["body"] for reply in replies]
+        assert [body.split(".")[0] for body in bodies] == ["Primera parte", "Segunda parte"]
+        assert all(len(body) <= 4096 for body in bodies)
+
+        async def done() -> InboxEvent | None:
+            [event] = await find_inbox_events(flow.repository, wamid=sent["message"]["id"])
+            return event if event.state is InboxState.DONE else None
+
+        await eventually(done, within=20)
+        await flow.drain_deliveries()
+        assert len(await flow.outbox(profile.phone, wait_count=3, wait_seconds=1)) == 2

@@ -278,3 +278,28 @@ async def test_kapso_unreachable_is_503_and_nothing_was_sent(store: StoreChoice)
         row = await _outbound_by_key(flow, "unreachable-1", accountant.id)
         assert row.status is OutboundStatus.FAILED
         assert await flow.outbox(client.phone, wait_seconds=0) == []
+
+
+async def test_kapso_busy_with_the_conversation_is_503_to_retry_not_a_rejection(
+    flow: LocalFlow,
+) -> None:
+    """Kapso's 409 "another message is already in-flight" outlasting the client's retries is
+    transient: 503 with Retry-After, not a 422."""
+    profile, _ = await make_member(flow.repository)
+    assert profile.phone is not None
+    conversation_id = await open_window(flow, profile.phone)
+    await flow.fault(
+        kind="status",
+        path=MESSAGES,
+        method="POST",
+        status=409,
+        times=None,
+        body={
+            "error": "Another message is already in-flight for this conversation. "
+            "Please retry shortly."
+        },
+    )
+    body = {"conversation_selector": {"conversation_id": conversation_id}, "content": "Hola"}
+    response = await flow.service.post(f"{SEND_API}/text", json=body, headers=bearer(profile.id))
+    assert_error(response, 503, "upstream_busy")
+    assert response.headers["Retry-After"] == "2"

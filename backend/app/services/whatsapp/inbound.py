@@ -117,6 +117,8 @@ class InboundMessageHandler:
 
         await self._show_typing(event, business)
         parts = await self._reply_parts(inbox_event, event, identity, conversation)
+        planned: list[tuple[OutboundMessage, OutboundText]] = []
+        # Every part is recorded before any is sent: a retry then finds the whole reply.
         for index, (row, content) in enumerate(parts):
             message = self._outbound(
                 inbox_event,
@@ -130,11 +132,15 @@ class InboundMessageHandler:
                 conversation=conversation,
                 company=identity,
             )
-            recorded = row or await self._sender.record(message)
+            planned.append((row or await self._sender.record(message), message))
+        for recorded, message in planned:
             outcome = await self._sender.deliver(recorded, message)
             if outcome.delivered_to_kapso and outcome.wamid:
                 await self._conversations.store_outbound(
-                    conversation.id, content=content, wamid=outcome.wamid, outbound_id=recorded.id
+                    conversation.id,
+                    content=message.content,
+                    wamid=outcome.wamid,
+                    outbound_id=recorded.id,
                 )
 
     async def _identify(

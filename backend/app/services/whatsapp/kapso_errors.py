@@ -15,6 +15,7 @@ from app.integrations.kapso import (
     KapsoAPIError,
     KapsoAuthenticationError,
     KapsoConfigurationError,
+    KapsoConflictError,
     KapsoConnectionError,
     KapsoError,
     KapsoNotFoundError,
@@ -51,6 +52,13 @@ def app_error_from_kapso(exc: KapsoError) -> AppError:
         )
     if isinstance(exc, KapsoConnectionError):
         return ServiceUnavailableError("Kapso could not be reached; nothing was sent")
+    if isinstance(exc, KapsoConflictError):
+        # Kapso's "another message is already in flight for this conversation": transient.
+        busy = ServiceUnavailableError(
+            f"Kapso is busy with this conversation: {exc.message}", code="upstream_busy"
+        )
+        busy.headers["Retry-After"] = "2"
+        return busy
     if isinstance(exc, KapsoRateLimitError):
         error = ServiceUnavailableError(
             f"Kapso is rate limiting our sends: {exc.message}", code="upstream_rate_limited"
@@ -78,6 +86,7 @@ _REPLAYABLE: dict[str, type[AppError]] = {
     "upstream_error": UpstreamError,
     "upstream_rate_limited": ServiceUnavailableError,
     "service_unavailable": ServiceUnavailableError,
+    "upstream_busy": ServiceUnavailableError,
     "upstream_timeout": UpstreamTimeoutError,
 }
 

@@ -19,6 +19,7 @@ from app.integrations.kapso import (
     KapsoAPIError,
     KapsoAuthenticationError,
     KapsoClient,
+    KapsoConflictError,
     KapsoConnectionError,
     KapsoPaymentRequiredError,
     KapsoPermissionError,
@@ -38,7 +39,8 @@ from app.services.whatsapp.processing_errors import RetryableEventError
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-_HISTORY_SLACK = timedelta(seconds=30)
+# Clock skew between us and Kapso tolerated when looking back in its history.
+_HISTORY_SLACK = timedelta(seconds=5)
 
 # Why a message was sent (`whatsapp_outbound_messages.purpose`).
 PURPOSE_REPLY = "reply"
@@ -151,8 +153,9 @@ class OutboundSender:
                     type(exc).__name__,
                 )
             raise self._retry_later(f"Kapso send failed: {exc.message}") from exc
-        except (KapsoServerError, KapsoRateLimitError) as exc:
-            # Probably not sent; the retry checks Kapso's history before sending again.
+        except (KapsoServerError, KapsoRateLimitError, KapsoConflictError) as exc:
+            # Probably not sent (or Kapso's "another message is in flight" outlasted the
+            # client's retries); the retry checks Kapso's history before sending again.
             raise self._retry_later(f"Kapso unavailable: {exc}", exc.retry_after) from exc
         except (KapsoAuthenticationError, KapsoPermissionError, KapsoPaymentRequiredError) as exc:
             # Our configuration or account, not the message: retry (and replay once fixed).
@@ -207,7 +210,12 @@ class OutboundSender:
                 direction="outbound",
                 since=since,
             ):
-                if _is_our_message(record, row, message.content):
+                if not _is_our_message(record, row, message.content):
+                    continue
+                # The same text may have gone out before (a fixed acknowledgement): a record
+                # that is already another message of ours is not this one.
+                other = await self._repository.find_outbound_by_wamid(record.id)
+                if other is None or other.id == row.id:
                     return record
         except KapsoAPIError as exc:
             raise RetryableEventError(f"Kapso history unavailable: {exc}") from exc
@@ -220,10 +228,14 @@ def _is_our_message(record: MessageRecord, row: OutboundMessage, content: str) -
         return False
     extra = kapso.model_extra or {}
     statuses = extra.get("statuses")
-    if isinstance(statuses, list):
-        for status in statuses:
-            if isinstance(status, dict) and status.get("biz_opaque_callback_data") == str(row.id):
-                return True
+    callbacks = [
+        status.get("biz_opaque_callback_data")
+        for status in (statuses if isinstance(statuses, list) else [])
+        if isinstance(status, dict) and status.get("biz_opaque_callback_data")
+    ]
+    if callbacks:
+        # Our id travels with the message: it decides, whatever the text.
+        return str(row.id) in callbacks
+    to = "".join(c for c in (record.to or kapso.phone_number or "") if c.isdigit())
     recipient = "".join(ch for ch in row.to_phone if ch.isdigit())
-    to = record.to or kapso.phone_number or ""
-    return kapso.content == content and recipient.endswith("".join(c for c in to if c.isdigit()))
+    return bool(to) and to == recipient and kapso.content == content

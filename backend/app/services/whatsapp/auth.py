@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from uuid import UUID
 
 from supabase import AsyncClient
 
+from app.core.clock import Clock, utc_now
 from app.core.logging import mask_phone
 from app.core.phone import try_normalize_phone
 from app.repositories.models import WhatsAppConversationMetadata
 from app.repositories.whatsapp import WhatsAppRepository
 
 logger = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class IdentityStatus(StrEnum):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
 from uuid import UUID
 
+from app.core.clock import Clock, utc_now
 from app.integrations.kapso.webhook_events import MessageEvent
 from app.repositories.models import (
     Conversation,
@@ -24,8 +23,6 @@ CHANNEL = "whatsapp"
 CREATED_VIA = "whatsapp_webhook"
 TITLE = "Conversación de WhatsApp"
 
-Clock = Callable[[], datetime]
-
 
 class WhatsAppConversationManager:
     """Finds or creates the conversation of a Kapso conversation id and stores its messages.
@@ -35,9 +32,7 @@ class WhatsAppConversationManager:
     Kapso conversation id, the business number and when the user/company cache was resolved.
     """
 
-    def __init__(
-        self, repository: WhatsAppRepository, *, clock: Clock = lambda: datetime.now(UTC)
-    ) -> None:
+    def __init__(self, repository: WhatsAppRepository, *, clock: Clock = utc_now) -> None:
         self._repository = repository
         self._clock = clock
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
+from app.core.clock import Clock, utc_now
 from app.core.logging import mask_phone
 from app.core.phone import try_normalize_phone
 from app.integrations.kapso import KapsoClient, KapsoError
@@ -28,8 +28,6 @@ from app.services.whatsapp.responder import Attachment, Responder, ResponderRequ
 from app.services.whatsapp.texts import WhatsAppTexts
 
 logger = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +53,7 @@ class InboundMessageHandler:
         responder: Responder,
         texts: WhatsAppTexts,
         policy: InboundPolicy,
-        clock: Clock = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         self._repository = repository
         self._kapso = kapso

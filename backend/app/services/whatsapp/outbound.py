@@ -9,11 +9,11 @@ it is looked up in Kapso's message history first (and status webhooks settle it 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from uuid import UUID
 
+from app.core.clock import Clock, utc_now
 from app.core.logging import mask_phone
 from app.integrations.kapso import (
     KapsoAPIError,
@@ -38,7 +38,6 @@ from app.services.whatsapp.processing_errors import RetryableEventError
 
 logger = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 # Clock skew between us and Kapso tolerated when looking back in its history.
 _HISTORY_SLACK = timedelta(seconds=5)
 
@@ -90,7 +89,7 @@ class OutboundSender:
         kapso: KapsoClient,
         *,
         settle_after: timedelta,
-        clock: Clock = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         self._repository = repository
         self._kapso = kapso

@@ -6,9 +6,9 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from uuid import UUID
 
+from app.core.clock import Clock, utc_now
 from app.core.errors import (
     AppError,
     ConflictError,
@@ -61,8 +61,6 @@ from app.services.whatsapp.send_requests import (
 
 logger = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
-
 
 @dataclass(frozen=True, slots=True)
 class _Send:
@@ -87,7 +85,7 @@ class WhatsAppService:
         conversations: WhatsAppConversationManager,
         access: ConversationAccess,
         rate_limiter: SendRateLimiter,
-        clock: Clock = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         self._repository = repository
         self._kapso = kapso

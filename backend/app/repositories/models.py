@@ -204,6 +204,16 @@ class InboxEvent(_Record):
     received_at: datetime
     updated_at: datetime
     completed_at: datetime | None = None
+    # Filled by claims: the stored WhatsApp conversation whose Kapso id is the conversation
+    # key, so the worker needs no lookup of its own (None: there is none yet).
+    conversation: Conversation | None = None
+
+
+class InboxLease(_Record):
+    """A claimed event and the worker holding it: what completing it needs."""
+
+    event_id: UUID
+    owner: str
 
 
 class OutboundStatus(StrEnum):
@@ -307,3 +317,21 @@ def outbound_status_allowed(old: OutboundStatus, new: OutboundStatus) -> bool:
     if new is OutboundStatus.FAILED:
         return old in (OutboundStatus.PENDING, OutboundStatus.UNKNOWN, OutboundStatus.SENT)
     return _OUTBOUND_RANK[new] > _OUTBOUND_RANK[old]
+
+
+class InboundWithReplies(_Record):
+    """`record_inbound_with_replies`: the inbound message and each reply's record, in order."""
+
+    message: MessageAppendResult
+    replies: list[OutboundRecordResult]
+
+
+class SentRecord(_Record):
+    """`record_sent`: the reply's status change, its stored copy, and the completed event."""
+
+    # None when there is no such outbound message.
+    change: OutboundStatusChange | None
+    # None when no message was given, or the outbound message is not accepted (e.g. failed).
+    message: MessageAppendResult | None = None
+    # None when no completion was asked, or the lease is no longer the caller's.
+    completed: InboxEvent | None = None

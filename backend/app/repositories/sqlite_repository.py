@@ -27,11 +27,14 @@ from pydantic import BaseModel, ValidationError
 from app.core.phone import try_normalize_phone
 from app.repositories.errors import StoreConstraintError, StoreError, StoreUnavailableError
 from app.repositories.models import (
+    ACCEPTED_OUTBOUND_STATUSES,
     Company,
     Conversation,
     ConversationResult,
     ConversationStatus,
+    InboundWithReplies,
     InboxEvent,
+    InboxLease,
     InboxRecordResult,
     InboxState,
     Message,
@@ -45,6 +48,7 @@ from app.repositories.models import (
     OutboundStatus,
     OutboundStatusChange,
     Profile,
+    SentRecord,
     UserSession,
     WhatsAppConversationMetadata,
     outbound_status_allowed,
@@ -423,34 +427,37 @@ class SqliteWhatsAppRepository:
     # --- messages ---------------------------------------------------------------------------
 
     async def append_message(self, message: NewMessage) -> MessageAppendResult:
+        async with self._transaction(write=True) as connection:
+            return await self._append_message_in(connection, message, _ts(_now()))
+
+    async def _append_message_in(
+        self, connection: aiosqlite.Connection, message: NewMessage, now: str
+    ) -> MessageAppendResult:
         metadata = message.metadata.model_dump(mode="json", exclude_none=True)
         wamid = message.metadata.whatsapp_message_id
-        is_whatsapp = message.metadata.channel == WHATSAPP and wamid is not None
-        now = _ts(_now())
-        async with self._transaction(write=True) as connection:
-            if is_whatsapp:
-                existing = await self._fetch_one(connection, _MESSAGE_BY_WAMID, (wamid,))
-                if existing is not None:
-                    return MessageAppendResult(message=_parse(Message, existing), created=False)
-            row = await self._fetch_one(
-                connection,
-                """insert into messages
-                     (id, conversation_id, user_id, role, content, metadata, created_at)
-                   values (?, ?, ?, ?, ?, ?, ?) returning *""",
-                (
-                    str(uuid.uuid4()),
-                    str(message.conversation_id),
-                    _id(message.user_id),
-                    message.role.value,
-                    message.content,
-                    json.dumps(metadata),
-                    now,
-                ),
-            )
-            await connection.execute(
-                "update conversations set updated_at = ? where id = ?",
-                (now, str(message.conversation_id)),
-            )
+        if message.metadata.channel == WHATSAPP and wamid is not None:
+            existing = await self._fetch_one(connection, _MESSAGE_BY_WAMID, (wamid,))
+            if existing is not None:
+                return MessageAppendResult(message=_parse(Message, existing), created=False)
+        row = await self._fetch_one(
+            connection,
+            """insert into messages
+                 (id, conversation_id, user_id, role, content, metadata, created_at)
+               values (?, ?, ?, ?, ?, ?, ?) returning *""",
+            (
+                str(uuid.uuid4()),
+                str(message.conversation_id),
+                _id(message.user_id),
+                message.role.value,
+                message.content,
+                json.dumps(metadata),
+                now,
+            ),
+        )
+        await connection.execute(
+            "update conversations set updated_at = ? where id = ?",
+            (now, str(message.conversation_id)),
+        )
         return MessageAppendResult(message=_parse(Message, _required(row, "message")), created=True)
 
     async def list_messages(
@@ -597,7 +604,38 @@ class SqliteWhatsAppRepository:
                     returning *""",  # noqa: S608 - a constant fragment, values are bound
                 params,
             )
-        return sorted((_parse(InboxEvent, row) for row in rows), key=lambda event: event.seq)
+            conversations = await self._conversations_by_kapso_id(
+                connection,
+                {str(row["conversation_key"]) for row in rows if row["conversation_key"]},
+            )
+        events = [
+            _parse(InboxEvent, row).model_copy(
+                update={"conversation": conversations.get(str(row["conversation_key"]))}
+            )
+            for row in rows
+        ]
+        return sorted(events, key=lambda event: event.seq)
+
+    async def _conversations_by_kapso_id(
+        self, connection: aiosqlite.Connection, kapso_ids: set[str]
+    ) -> dict[str, Conversation]:
+        if not kapso_ids:
+            return {}
+        placeholders = ", ".join("?" * len(kapso_ids))
+        rows = await self._fetch_all(
+            connection,
+            f"""select * from conversations
+                 where json_extract(metadata, '$.channel') = 'whatsapp'
+                   and json_extract(metadata, '$.kapso_conversation_id')
+                       in ({placeholders})""",  # noqa: S608 - placeholders only
+            sorted(kapso_ids),
+        )
+        found = (_parse(Conversation, row) for row in rows)
+        return {
+            conversation.metadata.kapso_conversation_id: conversation
+            for conversation in found
+            if conversation.metadata.kapso_conversation_id
+        }
 
     async def extend_inbox_lease(
         self, event_id: UUID, *, owner: str, lease_seconds: float
@@ -611,15 +649,21 @@ class SqliteWhatsAppRepository:
         )
 
     async def complete_inbox_event(self, event_id: UUID, *, owner: str) -> InboxEvent | None:
-        now = _ts(_now())
-        return await self._write_returning_one(
-            InboxEvent,
+        async with self._transaction(write=True) as connection:
+            return await self._complete_in(connection, event_id, owner, _ts(_now()))
+
+    async def _complete_in(
+        self, connection: aiosqlite.Connection, event_id: UUID, owner: str, now: str
+    ) -> InboxEvent | None:
+        row = await self._fetch_one(
+            connection,
             """update whatsapp_inbox_events
                   set state = 'done', lease_owner = null, lease_expires_at = null,
                       completed_at = ?, updated_at = ?
                 where id = ? and state = 'processing' and lease_owner = ? returning *""",
             (now, now, str(event_id), owner),
         )
+        return _parse(InboxEvent, row) if row else None
 
     async def fail_inbox_event(
         self,
@@ -685,56 +729,65 @@ class SqliteWhatsAppRepository:
     # --- outbound messages ------------------------------------------------------------------
 
     async def record_outbound(self, message: NewOutboundMessage) -> OutboundRecordResult:
-        to_phone = try_normalize_phone(message.to_phone) or message.to_phone
-        now = _ts(_now())
         async with self._transaction(write=True) as connection:
-            existing = await self._fetch_one(
-                connection,
-                """select * from whatsapp_outbound_messages
-                    where (:key is not null and idempotency_key = :key
-                           and coalesce(user_id, '') = coalesce(:user_id, ''))
-                       or (:wamid is not null and wamid = :wamid)
-                    limit 1""",
-                {
-                    "key": message.idempotency_key,
-                    "user_id": _id(message.user_id),
-                    "wamid": message.wamid,
-                },
-            )
-            if existing is not None:
-                return OutboundRecordResult(
-                    message=_parse(OutboundMessage, existing), created=False
-                )
-            row = await self._fetch_one(
-                connection,
-                """insert into whatsapp_outbound_messages
-                     (id, wamid, conversation_id, kapso_conversation_id, company_id, user_id,
-                      to_phone, business_phone_number_id, message_type, purpose, inbox_event_id,
-                      status, error_code, error_message, idempotency_key, request_fingerprint,
-                      content, created_at, updated_at)
-                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) returning *""",
-                (
-                    str(uuid.uuid4()),
-                    message.wamid,
-                    _id(message.conversation_id),
-                    message.kapso_conversation_id,
-                    _id(message.company_id),
-                    _id(message.user_id),
-                    to_phone,
-                    message.business_phone_number_id,
-                    message.message_type,
-                    message.purpose,
-                    _id(message.inbox_event_id),
-                    message.status.value,
-                    message.error_code,
-                    message.error_message,
-                    message.idempotency_key,
-                    message.request_fingerprint,
-                    message.content,
-                    now,
-                    now,
-                ),
-            )
+            return await self._record_outbound_in(connection, message, _ts(_now()))
+
+    async def _record_outbound_in(
+        self,
+        connection: aiosqlite.Connection,
+        message: NewOutboundMessage,
+        now: str,
+        *,
+        count_attempt: bool = False,
+    ) -> OutboundRecordResult:
+        existing = await self._fetch_one(
+            connection,
+            """select * from whatsapp_outbound_messages
+                where (:key is not null and idempotency_key = :key
+                       and coalesce(user_id, '') = coalesce(:user_id, ''))
+                   or (:wamid is not null and wamid = :wamid)
+                limit 1""",
+            {
+                "key": message.idempotency_key,
+                "user_id": _id(message.user_id),
+                "wamid": message.wamid,
+            },
+        )
+        if existing is not None:
+            return OutboundRecordResult(message=_parse(OutboundMessage, existing), created=False)
+        row = await self._fetch_one(
+            connection,
+            """insert into whatsapp_outbound_messages
+                 (id, wamid, conversation_id, kapso_conversation_id, company_id, user_id,
+                  to_phone, business_phone_number_id, message_type, purpose, inbox_event_id,
+                  status, error_code, error_message, idempotency_key, request_fingerprint,
+                  content, send_attempts, last_attempt_at, created_at, updated_at)
+               values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               returning *""",
+            (
+                str(uuid.uuid4()),
+                message.wamid,
+                _id(message.conversation_id),
+                message.kapso_conversation_id,
+                _id(message.company_id),
+                _id(message.user_id),
+                try_normalize_phone(message.to_phone) or message.to_phone,
+                message.business_phone_number_id,
+                message.message_type,
+                message.purpose,
+                _id(message.inbox_event_id),
+                message.status.value,
+                message.error_code,
+                message.error_message,
+                message.idempotency_key,
+                message.request_fingerprint,
+                message.content,
+                1 if count_attempt else 0,
+                now if count_attempt else None,
+                now,
+                now,
+            ),
+        )
         return OutboundRecordResult(
             message=_parse(OutboundMessage, _required(row, "outbound message")), created=True
         )
@@ -782,42 +835,49 @@ class SqliteWhatsAppRepository:
         error_code: str | None,
         error_message: str | None,
     ) -> OutboundStatusChange | None:
-        column = "wamid" if key_column == "wamid" else "id"
         async with self._transaction(write=True) as connection:
+            return await self._advance_in(
+                connection, key_column, key, status, set_wamid, error_code, error_message
+            )
+
+    async def _advance_in(
+        self,
+        connection: aiosqlite.Connection,
+        key_column: str,
+        key: str,
+        status: OutboundStatus,
+        set_wamid: str | None,
+        error_code: str | None,
+        error_message: str | None,
+    ) -> OutboundStatusChange | None:
+        column = "wamid" if key_column == "wamid" else "id"
+        row = await self._fetch_one(
+            connection,
+            f"select * from whatsapp_outbound_messages where {column} = ?",  # noqa: S608 - fixed column name
+            (key,),
+        )
+        if row is None:
+            return None
+        current = _parse(OutboundMessage, row)
+        if current.status is not status and outbound_status_allowed(current.status, status):
             row = await self._fetch_one(
                 connection,
-                f"select * from whatsapp_outbound_messages where {column} = ?",  # noqa: S608 - fixed column name
-                (key,),
+                """update whatsapp_outbound_messages
+                      set status = ?, wamid = coalesce(wamid, ?),
+                          error_code = coalesce(?, error_code),
+                          error_message = coalesce(?, error_message), updated_at = ?
+                    where id = ? returning *""",
+                (status.value, set_wamid, error_code, error_message, _ts(_now()), str(current.id)),
             )
-            if row is None:
-                return None
-            current = _parse(OutboundMessage, row)
-            if current.status is not status and outbound_status_allowed(current.status, status):
-                row = await self._fetch_one(
-                    connection,
-                    """update whatsapp_outbound_messages
-                          set status = ?, wamid = coalesce(wamid, ?),
-                              error_code = coalesce(?, error_code),
-                              error_message = coalesce(?, error_message), updated_at = ?
-                        where id = ? returning *""",
-                    (
-                        status.value,
-                        set_wamid,
-                        error_code,
-                        error_message,
-                        _ts(_now()),
-                        str(current.id),
-                    ),
-                )
-            elif set_wamid is not None and current.wamid is None:
-                row = await self._fetch_one(
-                    connection,
-                    """update whatsapp_outbound_messages set wamid = ?, updated_at = ?
-                        where id = ? returning *""",
-                    (set_wamid, _ts(_now()), str(current.id)),
-                )
-            else:
-                return OutboundStatusChange(message=current, changed=False)
+        elif set_wamid is not None and current.wamid is None:
+            row = await self._fetch_one(
+                connection,
+                """update whatsapp_outbound_messages set wamid = ?, updated_at = ?
+                    where id = ? returning *""",
+                (set_wamid, _ts(_now()), str(current.id)),
+            )
+        else:
+            return OutboundStatusChange(message=current, changed=False)
         return OutboundStatusChange(
             message=_parse(OutboundMessage, _required(row, "outbound message")), changed=True
         )
@@ -851,6 +911,53 @@ class SqliteWhatsAppRepository:
                 order by created_at, id""",
             (str(inbox_event_id),),
         )
+
+    # --- combined operations ----------------------------------------------------------------
+
+    async def record_inbound_with_replies(
+        self,
+        message: NewMessage,
+        replies: Sequence[NewOutboundMessage],
+        *,
+        count_first_attempt: bool,
+    ) -> InboundWithReplies:
+        now = _ts(_now())
+        async with self._transaction(write=True) as connection:
+            stored = await self._append_message_in(connection, message, now)
+            recorded = [
+                await self._record_outbound_in(
+                    connection, reply, now, count_attempt=count_first_attempt and index == 0
+                )
+                for index, reply in enumerate(replies)
+            ]
+        return InboundWithReplies(message=stored, replies=recorded)
+
+    async def record_sent(
+        self,
+        outbound_id: UUID,
+        *,
+        wamid: str,
+        message: NewMessage | None = None,
+        complete: InboxLease | None = None,
+    ) -> SentRecord:
+        now = _ts(_now())
+        async with self._transaction(write=True) as connection:
+            change = await self._advance_in(
+                connection, "id", str(outbound_id), OutboundStatus.SENT, wamid, None, None
+            )
+            stored = None
+            if (
+                message is not None
+                and change is not None
+                and change.message.status in ACCEPTED_OUTBOUND_STATUSES
+            ):
+                stored = await self._append_message_in(connection, message, now)
+            completed = None
+            if complete is not None:
+                completed = await self._complete_in(
+                    connection, complete.event_id, complete.owner, now
+                )
+        return SentRecord(change=change, message=stored, completed=completed)
 
     async def find_latest_outbound_to(
         self, to_phone: str, *, purpose: str

@@ -21,7 +21,9 @@ from app.repositories.models import (
     Conversation,
     ConversationResult,
     ConversationStatus,
+    InboundWithReplies,
     InboxEvent,
+    InboxLease,
     InboxRecordResult,
     InboxState,
     Message,
@@ -35,6 +37,7 @@ from app.repositories.models import (
     OutboundStatus,
     OutboundStatusChange,
     Profile,
+    SentRecord,
     UserSession,
     WhatsAppConversationMetadata,
 )
@@ -324,13 +327,7 @@ class SupabaseWhatsAppRepository:
     # --- messages ---------------------------------------------------------------------------
 
     async def append_message(self, message: NewMessage) -> MessageAppendResult:
-        params: dict[str, JSON] = {
-            "p_conversation_id": str(message.conversation_id),
-            "p_role": message.role.value,
-            "p_content": message.content,
-            "p_metadata": message.metadata.model_dump(mode="json", exclude_none=True),
-            "p_user_id": str(message.user_id) if message.user_id else None,
-        }
+        params = _append_params(message)
         result = await self._one_json(
             self._client.rpc("whatsapp_append_message", params), MessageAppendResult
         )
@@ -392,7 +389,11 @@ class SupabaseWhatsAppRepository:
             "p_lease_seconds": lease_seconds,
             "p_max_attempts": max_attempts,
         }
-        events = await self._rows(self._client.rpc("whatsapp_inbox_claim", params), InboxEvent)
+        query = self._client.rpc("whatsapp_inbox_claim_with_conversation", params)
+        data = await self._execute(query)
+        if not isinstance(data, list):
+            raise StoreError(f"expected a list of claimed events, got {type(data).__name__}")
+        events = [_parse(InboxEvent, item) for item in data]
         return sorted(events, key=lambda event: event.seq)
 
     async def extend_inbox_lease(
@@ -457,10 +458,9 @@ class SupabaseWhatsAppRepository:
     # --- outbound messages ------------------------------------------------------------------
 
     async def record_outbound(self, message: NewOutboundMessage) -> OutboundRecordResult:
-        row = message.model_dump(mode="json")
-        row["to_phone"] = try_normalize_phone(message.to_phone) or message.to_phone
         result = await self._one_json(
-            self._client.rpc("whatsapp_outbound_record", {"p_message": row}), OutboundRecordResult
+            self._client.rpc("whatsapp_outbound_record", {"p_message": _outbound_row(message)}),
+            OutboundRecordResult,
         )
         if result is None:
             raise StoreError("record returned no outbound message")
@@ -548,6 +548,54 @@ class SupabaseWhatsAppRepository:
         )
         return await self._rows(query, OutboundMessage)
 
+    # --- combined operations ----------------------------------------------------------------
+
+    async def record_inbound_with_replies(
+        self,
+        message: NewMessage,
+        replies: Sequence[NewOutboundMessage],
+        *,
+        count_first_attempt: bool,
+    ) -> InboundWithReplies:
+        params = _append_params(message)
+        params["p_replies"] = [_outbound_row(reply) for reply in replies]
+        params["p_count_first_attempt"] = count_first_attempt
+        result = await self._one_json(
+            self._client.rpc("whatsapp_record_inbound_with_replies", params), InboundWithReplies
+        )
+        if result is None:
+            raise StoreError("record_inbound_with_replies returned nothing")
+        return result
+
+    async def record_sent(
+        self,
+        outbound_id: UUID,
+        *,
+        wamid: str,
+        message: NewMessage | None = None,
+        complete: InboxLease | None = None,
+    ) -> SentRecord:
+        stored: JSON = None
+        if message is not None:
+            stored = {
+                "conversation_id": str(message.conversation_id),
+                "role": message.role.value,
+                "content": message.content,
+                "metadata": message.metadata.model_dump(mode="json", exclude_none=True),
+                "user_id": str(message.user_id) if message.user_id else None,
+            }
+        params: dict[str, JSON] = {
+            "p_outbound_id": str(outbound_id),
+            "p_wamid": wamid,
+            "p_message": stored,
+            "p_event_id": str(complete.event_id) if complete else None,
+            "p_owner": complete.owner if complete else None,
+        }
+        result = await self._one_json(self._client.rpc("whatsapp_record_sent", params), SentRecord)
+        if result is None:
+            raise StoreError("record_sent returned nothing")
+        return result
+
     async def find_latest_outbound_to(
         self, to_phone: str, *, purpose: str
     ) -> OutboundMessage | None:
@@ -561,6 +609,24 @@ class SupabaseWhatsAppRepository:
             .limit(1)
         )
         return await self._first(query, OutboundMessage)
+
+
+def _append_params(message: NewMessage) -> dict[str, JSON]:
+    """The arguments of `whatsapp_append_message` (and the functions that call it)."""
+    return {
+        "p_conversation_id": str(message.conversation_id),
+        "p_role": message.role.value,
+        "p_content": message.content,
+        "p_metadata": message.metadata.model_dump(mode="json", exclude_none=True),
+        "p_user_id": str(message.user_id) if message.user_id else None,
+    }
+
+
+def _outbound_row(message: NewOutboundMessage) -> dict[str, JSON]:
+    """The `p_message` of `whatsapp_outbound_record`: the row, its number in E.164."""
+    row: dict[str, JSON] = message.model_dump(mode="json")
+    row["to_phone"] = try_normalize_phone(message.to_phone) or message.to_phone
+    return row
 
 
 class _SessionCompany(BaseModel):

@@ -20,7 +20,9 @@ from app.repositories.models import (
     Conversation,
     ConversationResult,
     ConversationStatus,
+    InboundWithReplies,
     InboxEvent,
+    InboxLease,
     InboxRecordResult,
     InboxState,
     Message,
@@ -34,6 +36,7 @@ from app.repositories.models import (
     OutboundStatus,
     OutboundStatusChange,
     Profile,
+    SentRecord,
     UserSession,
     WhatsAppConversationMetadata,
 )
@@ -174,7 +177,8 @@ class WhatsAppRepository(Protocol):
 
         Due: pending with next_attempt_at reached, or processing with an expired lease. Only the
         oldest unfinished event of each conversation key is handed out. An expired lease on the
-        last allowed attempt makes the event dead instead.
+        last allowed attempt makes the event dead instead. Each event comes with the stored
+        WhatsApp conversation whose Kapso id is its conversation key (`InboxEvent.conversation`).
         """
         ...
 
@@ -263,6 +267,37 @@ class WhatsAppRepository(Protocol):
     async def list_outbound_for_inbox_event(self, inbox_event_id: UUID) -> list[OutboundMessage]:
         """The messages sent (or being sent) for an inbound event, oldest first: what an earlier
         attempt at the event already decided to send."""
+        ...
+
+    # --- Combined operations: one transaction (and one round trip) for a step of the flow ---
+
+    async def record_inbound_with_replies(
+        self,
+        message: NewMessage,
+        replies: Sequence[NewOutboundMessage],
+        *,
+        count_first_attempt: bool,
+    ) -> InboundWithReplies:
+        """Store an inbound message and record the replies to send, in one transaction.
+
+        The message as `append_message`, each reply as `record_outbound`, in order. With
+        `count_first_attempt`, a first reply created by this call has its send attempt counted
+        already (as `mark_outbound_attempt`): the caller sends it next.
+        """
+        ...
+
+    async def record_sent(
+        self,
+        outbound_id: UUID,
+        *,
+        wamid: str,
+        message: NewMessage | None = None,
+        complete: InboxLease | None = None,
+    ) -> SentRecord:
+        """Kapso accepted a message: in one transaction, advance it to sent with its wamid (as
+        `advance_outbound_status`), store `message` in its conversation when it is accepted (as
+        `append_message`), and complete the inbox event of `complete` (as
+        `complete_inbox_event`)."""
         ...
 
     async def find_latest_outbound_to(

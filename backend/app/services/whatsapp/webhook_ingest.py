@@ -108,8 +108,11 @@ def to_inbox_events(
         "sha256:" + hashlib.sha256(raw_body).hexdigest()
     )
     is_batch = len(events) > 1 or (headers.get(BATCH_HEADER.lower()) or "").lower() == "true"
+    # Built without validation: every field is a non-empty string or None by construction, and
+    # the payload is the body orjson decoded (JSON values only). Validating it again walked the
+    # whole delivery a second time on every request.
     return [
-        NewInboxEvent(
+        NewInboxEvent.model_construct(
             idempotency_key=f"{key}:{index}" if is_batch else key,
             event=event.event or "unknown",
             wamid=event.wamid if isinstance(event, MessageEvent) else None,

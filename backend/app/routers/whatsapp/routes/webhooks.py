@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from app.core.request_body import read_body_limited
 from app.routers.whatsapp.dependencies import ContainerDep
-from app.routers.whatsapp.schemas import ErrorResponse, WebhookAck
+from app.routers.whatsapp.schemas import ErrorResponse, WebhookAck, webhook_ack_json
 
 router = APIRouter(tags=["webhooks"])
 
@@ -21,10 +21,13 @@ router = APIRouter(tags=["webhooks"])
         503: {"model": ErrorResponse, "description": "Not recorded; Kapso will retry."},
     },
 )
-async def receive_webhook(request: Request, container: ContainerDep) -> WebhookAck:
+async def receive_webhook(request: Request, container: ContainerDep) -> Response:
     """Record Kapso's events durably and answer at once; a worker processes them."""
     raw_body = await read_body_limited(request, container.settings.webhook_max_body_bytes)
     summary = await container.ingest.ingest(raw_body, request.headers)
-    return WebhookAck(
-        received=summary.received, accepted=summary.accepted, duplicates=summary.duplicates
+    # A Response is sent as it is: FastAPI skips response_model validation and serialisation
+    # (`response_model` stays for the OpenAPI document; the body is WebhookAck's JSON).
+    return Response(
+        webhook_ack_json(summary.received, summary.accepted, summary.duplicates),
+        media_type="application/json",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -205,3 +205,34 @@ async def test_stop_waits_for_events_claimed_while_stopping(
     await runner
     assert len(finished) == 2
     await slow.aclose()
+
+
+async def test_an_event_completed_by_its_processing_is_not_completed_again(
+    repository: SqliteWhatsAppRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Processing may complete the event with its last effect (one transaction, one round
+    trip less) and say so; the worker then leaves it alone."""
+    await record(repository, 2)
+    completions: list[str] = []
+
+    class CountingCompletions(SqliteWhatsAppRepository):
+        async def complete_inbox_event(self, event_id: UUID, *, owner: str) -> InboxEvent | None:
+            completions.append(str(event_id))
+            return await super().complete_inbox_event(event_id, owner=owner)
+
+    counting = CountingCompletions(repository.path)
+
+    async def process(event: InboxEvent) -> bool:
+        if event.payload["n"] == 0:
+            assert event.lease_owner is not None
+            done = await repository.complete_inbox_event(event.id, owner=event.lease_owner)
+            return done is not None
+        return False
+
+    with caplog.at_level("WARNING"):
+        assert await InboxWorker(counting, process, FAST).drain() == 2
+    assert (await states(repository))[InboxState.DONE] == 2
+    # Only the event its processing did not complete was completed by the worker.
+    assert len(completions) == 1
+    assert "lease lost" not in caplog.text
+    await counting.aclose()

@@ -100,23 +100,30 @@ class WhatsAppConversationManager:
         self, conversation: Conversation, event: MessageEvent, user_id: UUID | None
     ) -> MessageAppendResult:
         """Store the user's message (once per wamid)."""
+        return await self._repository.append_message(
+            self.inbound_message(conversation, event, user_id)
+        )
+
+    @staticmethod
+    def inbound_message(
+        conversation: Conversation, event: MessageEvent, user_id: UUID | None
+    ) -> NewMessage:
+        """The conversation's row for the user's message."""
         media: JsonObject | None = None
         if event.media is not None:
             media = event.media.model_dump(mode="json", exclude_none=True)
-        return await self._repository.append_message(
-            NewMessage(
-                conversation_id=conversation.id,
-                role=MessageRole.USER,
-                content=inbound_content(event),
-                user_id=user_id,
-                metadata=MessageMetadata(
-                    channel=CHANNEL,
-                    whatsapp_message_id=event.wamid,
-                    message_type=event.message_type.value,
-                    reply_to_wamid=event.context_wamid,
-                    media=media,
-                ),
-            )
+        return NewMessage(
+            conversation_id=conversation.id,
+            role=MessageRole.USER,
+            content=inbound_content(event),
+            user_id=user_id,
+            metadata=MessageMetadata(
+                channel=CHANNEL,
+                whatsapp_message_id=event.wamid,
+                message_type=event.message_type.value,
+                reply_to_wamid=event.context_wamid,
+                media=media,
+            ),
         )
 
     async def store_outbound(
@@ -132,19 +139,41 @@ class WhatsAppConversationManager:
     ) -> MessageAppendResult:
         """Store a message we (or a person in Kapso's inbox) sent, as the assistant."""
         return await self._repository.append_message(
-            NewMessage(
-                conversation_id=conversation_id,
-                role=MessageRole.ASSISTANT,
+            self.outbound_message(
+                conversation_id,
                 content=content,
-                metadata=MessageMetadata(
-                    channel=CHANNEL,
-                    whatsapp_message_id=wamid,
-                    message_type=message_type,
-                    outbound_id=outbound_id,
-                    sender_user_id=sender_user_id,
-                    manual=manual,
-                ),
+                wamid=wamid,
+                message_type=message_type,
+                outbound_id=outbound_id,
+                sender_user_id=sender_user_id,
+                manual=manual,
             )
+        )
+
+    @staticmethod
+    def outbound_message(
+        conversation_id: UUID,
+        *,
+        content: str,
+        wamid: str | None,
+        message_type: str = "text",
+        outbound_id: UUID | None = None,
+        sender_user_id: UUID | None = None,
+        manual: bool | None = None,
+    ) -> NewMessage:
+        """The conversation's row for a message we (or a person in Kapso's inbox) sent."""
+        return NewMessage(
+            conversation_id=conversation_id,
+            role=MessageRole.ASSISTANT,
+            content=content,
+            metadata=MessageMetadata(
+                channel=CHANNEL,
+                whatsapp_message_id=wamid,
+                message_type=message_type,
+                outbound_id=outbound_id,
+                sender_user_id=sender_user_id,
+                manual=manual,
+            ),
         )
 
     async def mark_kapso_status(self, conversation: Conversation, kapso_status: str) -> None:

@@ -50,23 +50,24 @@ class WhatsAppEventProcessor:
         self._conversations = conversations
         self._inbound = inbound
 
-    async def process(self, inbox_event: InboxEvent) -> None:
+    async def process(self, inbox_event: InboxEvent) -> bool:
+        """Process one event; True when it completed the event in the store already."""
         event = decode_inbox_event(inbox_event)
         if isinstance(event, MessageEvent):
-            await self._message(inbox_event, event)
+            if event.event == KapsoEventName.MESSAGE_RECEIVED:
+                if event.direction is MessageDirection.OUTBOUND:
+                    logger.info("Ignoring an outbound message delivered as received")
+                    return False
+                return await self._inbound.handle(inbox_event, event)
+            await self._message_status(event)
         elif isinstance(event, ConversationEvent):
             await self._conversation(event)
         else:
             # Stored and acknowledged; nothing to do with an event we do not know.
             logger.info("Ignoring unknown webhook event %s", event.event)
+        return False
 
-    async def _message(self, inbox_event: InboxEvent, event: MessageEvent) -> None:
-        if event.event == KapsoEventName.MESSAGE_RECEIVED:
-            if event.direction is MessageDirection.OUTBOUND:
-                logger.info("Ignoring an outbound message delivered as received")
-                return
-            await self._inbound.handle(inbox_event, event)
-            return
+    async def _message_status(self, event: MessageEvent) -> None:
         status = _STATUS_BY_EVENT.get(event.event)
         if status is None:
             logger.info("Ignoring message event %s", event.event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -11,7 +12,14 @@ from app.core.logging import mask_phone
 from app.core.phone import try_normalize_phone
 from app.integrations.kapso import KapsoClient, KapsoError
 from app.integrations.kapso.webhook_events import MessageEvent
-from app.repositories.models import Conversation, InboxEvent, OutboundMessage
+from app.repositories.errors import StoreError
+from app.repositories.models import (
+    Conversation,
+    InboxEvent,
+    InboxLease,
+    NewMessage,
+    OutboundMessage,
+)
 from app.repositories.whatsapp import WhatsAppRepository
 from app.services.whatsapp.auth import IdentityStatus, PhoneAuthenticator, WhatsAppIdentity
 from app.services.whatsapp.conversation_manager import WhatsAppConversationManager
@@ -20,6 +28,7 @@ from app.services.whatsapp.outbound import (
     PURPOSE_NO_COMPANY,
     PURPOSE_REGISTRATION,
     PURPOSE_REPLY,
+    AfterSend,
     OutboundSender,
     OutboundText,
 )
@@ -65,7 +74,8 @@ class InboundMessageHandler:
         self._policy = policy
         self._clock = clock
 
-    async def handle(self, inbox_event: InboxEvent, event: MessageEvent) -> None:
+    async def handle(self, inbox_event: InboxEvent, event: MessageEvent) -> bool:
+        """Process the message; True when the inbox event was completed with its last effect."""
         phone = try_normalize_phone(event.contact_phone)
         if phone is None:
             # Without a number there is nobody to authenticate and nowhere to answer.
@@ -73,7 +83,9 @@ class InboundMessageHandler:
         business = event.phone_number_id or self._policy.default_phone_number_id
         kapso_conversation_id = event.conversation_id or f"phone:{phone}:{business or ''}"
 
-        existing = await self._conversations.find(kapso_conversation_id)
+        existing = _claimed_conversation(inbox_event, kapso_conversation_id)
+        if existing is None:
+            existing = await self._conversations.find(kapso_conversation_id)
         identity = await self._identify(phone, existing, business)
         if identity.status is IdentityStatus.UNKNOWN_NUMBER:
             await self._notice(
@@ -87,7 +99,7 @@ class InboundMessageHandler:
                     url=self._policy.fizko_app_url,
                 ),
             )
-            return
+            return False
 
         conversation = await self._conversations.ensure(
             kapso_conversation_id=kapso_conversation_id,
@@ -96,9 +108,8 @@ class InboundMessageHandler:
             business_phone_number_id=business,
             contact_name=event.contact_name,
         )
-        await self._conversations.store_inbound(conversation, event, identity.user_id)
-
         if identity.company_id is None:
+            await self._conversations.store_inbound(conversation, event, identity.user_id)
             await self._notice(
                 inbox_event,
                 event,
@@ -111,35 +122,122 @@ class InboundMessageHandler:
                 ),
                 conversation=conversation,
             )
-            return
+            return False
 
         await self._show_typing(event, business)
-        parts = await self._reply_parts(inbox_event, event, identity, conversation)
-        planned: list[tuple[OutboundMessage, OutboundText]] = []
-        # Every part is recorded before any is sent: a retry then finds the whole reply.
-        for index, (row, content) in enumerate(parts):
-            message = self._outbound(
-                inbox_event,
-                event,
-                phone,
-                business,
-                PURPOSE_REPLY,
-                content,
-                key=(row.idempotency_key if row else None)
-                or _reply_key(inbox_event, index, len(parts)),
-                conversation=conversation,
-                company=identity,
+        planned, first_is_fresh = await self._plan_reply(
+            inbox_event, event, phone, business, identity, conversation
+        )
+        lease = (
+            InboxLease(event_id=inbox_event.id, owner=inbox_event.lease_owner)
+            if inbox_event.lease_owner
+            else None
+        )
+        completed = False
+        for index, (recorded, message) in enumerate(planned):
+            last = index == len(planned) - 1
+            outcome = await self._sender.deliver(
+                recorded,
+                message,
+                attempt_counted=index == 0 and first_is_fresh,
+                after=AfterSend(
+                    copy=_stored_copy(conversation, recorded, message),
+                    complete=lease if last else None,
+                ),
             )
-            planned.append((row or await self._sender.record(message), message))
-        for recorded, message in planned:
-            outcome = await self._sender.deliver(recorded, message)
-            if outcome.delivered_to_kapso and outcome.wamid:
+            if outcome.delivered_to_kapso and outcome.wamid and not outcome.copy_stored:
+                # Sent by an earlier attempt (settled now): its copy is stored here.
                 await self._conversations.store_outbound(
                     conversation.id,
                     content=message.content,
                     wamid=outcome.wamid,
                     outbound_id=recorded.id,
                 )
+            completed = outcome.completed
+        return completed
+
+    async def _plan_reply(
+        self,
+        inbox_event: InboxEvent,
+        event: MessageEvent,
+        phone: str,
+        business: str | None,
+        identity: WhatsAppIdentity,
+        conversation: Conversation,
+    ) -> tuple[list[tuple[OutboundMessage, OutboundText]], bool]:
+        """The reply's messages, each recorded, and whether the first was just recorded with
+        its send attempt counted (then nothing was sent for it before)."""
+        earlier = await self._earlier_replies(inbox_event)
+        if earlier:
+            # Re-asking the assistant could word it differently: resend what was decided (the
+            # user's message was stored with these records).
+            planned = [
+                (
+                    row,
+                    self._reply(
+                        inbox_event,
+                        event,
+                        phone,
+                        business,
+                        row.content or "",
+                        row.idempotency_key or _reply_key(inbox_event, index, len(earlier)),
+                        conversation,
+                        identity,
+                    ),
+                )
+                for index, row in enumerate(earlier)
+            ]
+            return planned, False
+        try:
+            parts = await self._answer(event, identity, conversation)
+        except Exception:
+            # The answer failed and will be retried: the user's message is kept meanwhile.
+            await self._store_inbound_quietly(conversation, event, identity)
+            raise
+        messages = [
+            self._reply(
+                inbox_event,
+                event,
+                phone,
+                business,
+                part,
+                _reply_key(inbox_event, index, len(parts)),
+                conversation,
+                identity,
+            )
+            for index, part in enumerate(parts)
+        ]
+        # One transaction: the user's message, every part recorded before any is sent (a retry
+        # finds the whole reply), the first part's attempt counted.
+        prepared = await self._repository.record_inbound_with_replies(
+            self._conversations.inbound_message(conversation, event, identity.user_id),
+            [self._sender.new_record(message) for message in messages],
+            count_first_attempt=True,
+        )
+        planned = [
+            (result.message, message)
+            for result, message in zip(prepared.replies, messages, strict=True)
+        ]
+        return planned, bool(prepared.replies) and prepared.replies[0].created
+
+    async def _earlier_replies(self, inbox_event: InboxEvent) -> list[OutboundMessage]:
+        """The reply parts an earlier attempt at this event recorded."""
+        # Only an event that ran before can have recorded replies: a retry (attempts > 1) or a
+        # replayed dead event (attempts start over at 1, but its last error is kept).
+        if inbox_event.attempts <= 1 and inbox_event.last_error is None:
+            return []
+        earlier = await self._repository.list_outbound_for_inbox_event(inbox_event.id)
+        replies = [row for row in earlier if row.purpose == PURPOSE_REPLY and row.content]
+        # Parts recorded in one transaction share their creation time: order by part number.
+        return sorted(replies, key=_part_number)
+
+    async def _store_inbound_quietly(
+        self, conversation: Conversation, event: MessageEvent, identity: WhatsAppIdentity
+    ) -> None:
+        try:
+            await self._conversations.store_inbound(conversation, event, identity.user_id)
+        except StoreError as exc:
+            logger.warning("Could not store the inbound message meanwhile: %s", exc)
 
     async def _identify(
         self, phone: str, existing: Conversation | None, business: str | None
@@ -156,22 +254,10 @@ class InboundMessageHandler:
                     return cached
         return await self._authenticator.identify(phone)
 
-    async def _reply_parts(
-        self,
-        inbox_event: InboxEvent,
-        event: MessageEvent,
-        identity: WhatsAppIdentity,
-        conversation: Conversation,
-    ) -> list[tuple[OutboundMessage | None, str]]:
-        """The reply's messages: those an earlier attempt recorded, or a fresh answer."""
-        # Only an event that ran before can have recorded replies: a retry (attempts > 1) or a
-        # replayed dead event (attempts start over at 1, but its last error is kept).
-        if inbox_event.attempts > 1 or inbox_event.last_error is not None:
-            earlier = await self._repository.list_outbound_for_inbox_event(inbox_event.id)
-            replies = [row for row in earlier if row.purpose == PURPOSE_REPLY and row.content]
-            if replies:
-                # Re-asking the assistant could word it differently: resend what was decided.
-                return [(row, row.content or "") for row in replies]
+    async def _answer(
+        self, event: MessageEvent, identity: WhatsAppIdentity, conversation: Conversation
+    ) -> list[str]:
+        """A fresh answer from the responder, formatted for WhatsApp and split into parts."""
         assert identity.user_id is not None
         assert identity.company_id is not None
         answer = await self._responder.reply(
@@ -184,7 +270,30 @@ class InboundMessageHandler:
                 contact_name=event.contact_name,
             )
         )
-        return [(None, part) for part in format_reply(answer)]
+        return format_reply(answer)
+
+    def _reply(
+        self,
+        inbox_event: InboxEvent,
+        event: MessageEvent,
+        phone: str,
+        business: str | None,
+        content: str,
+        key: str,
+        conversation: Conversation,
+        identity: WhatsAppIdentity,
+    ) -> OutboundText:
+        return self._outbound(
+            inbox_event,
+            event,
+            phone,
+            business,
+            PURPOSE_REPLY,
+            content,
+            key=key,
+            conversation=conversation,
+            company=identity,
+        )
 
     async def _notice(
         self,
@@ -260,8 +369,37 @@ class InboundMessageHandler:
             logger.warning("Could not mark %s read: %s", event.wamid, exc)
 
 
+def _claimed_conversation(
+    inbox_event: InboxEvent, kapso_conversation_id: str
+) -> Conversation | None:
+    """The conversation the claim brought with the event, if it is this message's."""
+    conversation = inbox_event.conversation
+    if conversation is None or conversation.metadata.kapso_conversation_id != kapso_conversation_id:
+        return None
+    return conversation
+
+
+def _stored_copy(
+    conversation: Conversation, recorded: OutboundMessage, message: OutboundText
+) -> Callable[[str], NewMessage]:
+    """The conversation's copy of a reply part, once its wamid is known."""
+
+    def copy(wamid: str) -> NewMessage:
+        return WhatsAppConversationManager.outbound_message(
+            conversation.id, content=message.content, wamid=wamid, outbound_id=recorded.id
+        )
+
+    return copy
+
+
 def _reply_key(inbox_event: InboxEvent, index: int, total: int) -> str:
     return f"{PURPOSE_REPLY}:{inbox_event.id}:{index + 1}/{total}"
+
+
+def _part_number(row: OutboundMessage) -> int:
+    """The part number `_reply_key` put in the key ("…:2/3" → 2); 0 for another key."""
+    number, _, _ = (row.idempotency_key or "").rpartition(":")[2].partition("/")
+    return int(number) if number.isdigit() else 0
 
 
 def _attachments(event: MessageEvent) -> tuple[Attachment, ...]:

@@ -25,7 +25,9 @@ from app.services.whatsapp.processing_errors import PermanentEventError, Retryab
 
 logger = logging.getLogger(__name__)
 
-ProcessEvent = Callable[[InboxEvent], Awaitable[None]]
+# Processes one event; returns True when it completed the event in the store itself (in the
+# transaction of its last effect, saving a round trip), else the worker completes it.
+ProcessEvent = Callable[[InboxEvent], Awaitable[bool | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +144,7 @@ class InboxWorker:
         async with self._slots:
             heartbeat = asyncio.create_task(self._keep_lease(event))
             try:
-                await self._process(event)
+                completed = await self._process(event)
             except asyncio.CancelledError:
                 raise
             except PermanentEventError as exc:
@@ -153,9 +155,10 @@ class InboxWorker:
                 logger.exception("Event %s (%s) failed", event.id, event.event)
                 await self._fail(event, exc)
             else:
-                await self._settle(
-                    self._repository.complete_inbox_event(event.id, owner=self.owner), event
-                )
+                if not completed:
+                    await self._settle(
+                        self._repository.complete_inbox_event(event.id, owner=self.owner), event
+                    )
             finally:
                 heartbeat.cancel()
                 # The conversation's next event (held back while this one ran) is due now:

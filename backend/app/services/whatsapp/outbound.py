@@ -9,6 +9,7 @@ it is looked up in Kapso's message history first (and status webhooks settle it 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
@@ -29,6 +30,8 @@ from app.integrations.kapso import (
 from app.integrations.kapso.models import MessageRecord
 from app.repositories.models import (
     ACCEPTED_OUTBOUND_STATUSES,
+    InboxLease,
+    NewMessage,
     NewOutboundMessage,
     OutboundMessage,
     OutboundStatus,
@@ -66,10 +69,23 @@ class OutboundText:
 
 
 @dataclass(frozen=True, slots=True)
+class AfterSend:
+    """What to record together with Kapso's acceptance, in the same store transaction."""
+
+    # The conversation's copy of the message, given its wamid (stored once it is accepted).
+    copy: Callable[[str], NewMessage] | None = None
+    # The inbox event to complete with it (the last effect of processing the event).
+    complete: InboxLease | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SendOutcome:
     message: OutboundMessage
     # True when this call (not an earlier attempt) got the message accepted by Kapso.
     sent_now: bool
+    # What `AfterSend` asked for and was done: the copy stored, the event completed.
+    copy_stored: bool = False
+    completed: bool = False
 
     @property
     def wamid(self) -> str | None:
@@ -98,30 +114,46 @@ class OutboundSender:
 
     async def record(self, message: OutboundText) -> OutboundMessage:
         """Record the intent (or find the earlier record of the same key)."""
-        result = await self._repository.record_outbound(
-            NewOutboundMessage(
-                to_phone=message.to_phone,
-                message_type="text",
-                purpose=message.purpose,
-                content=message.content,
-                conversation_id=message.conversation_id,
-                kapso_conversation_id=message.kapso_conversation_id,
-                company_id=message.company_id,
-                user_id=message.user_id,
-                business_phone_number_id=message.business_phone_number_id,
-                inbox_event_id=message.inbox_event_id,
-                idempotency_key=message.idempotency_key,
-            )
-        )
+        result = await self._repository.record_outbound(self.new_record(message))
         return result.message
+
+    @staticmethod
+    def new_record(message: OutboundText) -> NewOutboundMessage:
+        """The outbound row that records the intent to send `message`."""
+        return NewOutboundMessage(
+            to_phone=message.to_phone,
+            message_type="text",
+            purpose=message.purpose,
+            content=message.content,
+            conversation_id=message.conversation_id,
+            kapso_conversation_id=message.kapso_conversation_id,
+            company_id=message.company_id,
+            user_id=message.user_id,
+            business_phone_number_id=message.business_phone_number_id,
+            inbox_event_id=message.inbox_event_id,
+            idempotency_key=message.idempotency_key,
+        )
 
     async def send_text_once(self, message: OutboundText) -> SendOutcome:
         """Send unless this key was sent already; raise `RetryableEventError` to come back later."""
         row = await self.record(message)
         return await self.deliver(row, message)
 
-    async def deliver(self, row: OutboundMessage, message: OutboundText) -> SendOutcome:
-        """Send a recorded message, or settle an earlier attempt whose outcome is unknown."""
+    async def deliver(
+        self,
+        row: OutboundMessage,
+        message: OutboundText,
+        *,
+        attempt_counted: bool = False,
+        after: AfterSend | None = None,
+    ) -> SendOutcome:
+        """Send a recorded message, or settle an earlier attempt whose outcome is unknown.
+
+        `attempt_counted`: the row was just recorded with this attempt counted (no earlier
+        attempt exists), so it is sent at once. `after` is recorded with a successful send.
+        """
+        if attempt_counted:
+            return await self._send(row, message, after, count_attempt=False)
         if row.status in ACCEPTED_OUTBOUND_STATUSES or row.status is OutboundStatus.FAILED:
             return SendOutcome(row, sent_now=False)
         if row.status is OutboundStatus.UNKNOWN or row.send_attempts > 0:
@@ -129,11 +161,19 @@ class OutboundSender:
             settled = await self._settle_from_history(row, message)
             if settled is not None:
                 return SendOutcome(settled, sent_now=False)
-        return await self._send(row, message)
+        return await self._send(row, message, after, count_attempt=True)
 
-    async def _send(self, row: OutboundMessage, message: OutboundText) -> SendOutcome:
-        # Count the attempt first: after a crash, the row shows a send may have left.
-        row = await self._repository.mark_outbound_attempt(row.id)
+    async def _send(
+        self,
+        row: OutboundMessage,
+        message: OutboundText,
+        after: AfterSend | None,
+        *,
+        count_attempt: bool,
+    ) -> SendOutcome:
+        if count_attempt:
+            # Count the attempt first: after a crash, the row shows a send may have left.
+            row = await self._repository.mark_outbound_attempt(row.id)
         try:
             result = await self._kapso.messages.send_text(
                 message=message.content,
@@ -169,10 +209,23 @@ class OutboundSender:
             )
             logger.warning("Send %s rejected by Kapso: %s", row.id, exc)
             return SendOutcome(change.message if change else row, sent_now=False)
-        change = await self._repository.advance_outbound_status(
-            row.id, OutboundStatus.SENT, wamid=result.wamid
+        if after is None:
+            change = await self._repository.advance_outbound_status(
+                row.id, OutboundStatus.SENT, wamid=result.wamid
+            )
+            return SendOutcome(change.message if change else row, sent_now=True)
+        recorded = await self._repository.record_sent(
+            row.id,
+            wamid=result.wamid,
+            message=after.copy(result.wamid) if after.copy else None,
+            complete=after.complete,
         )
-        return SendOutcome(change.message if change else row, sent_now=True)
+        return SendOutcome(
+            recorded.change.message if recorded.change else row,
+            sent_now=True,
+            copy_stored=recorded.message is not None,
+            completed=recorded.completed is not None,
+        )
 
     def _retry_later(self, reason: str, retry_after: float | None = None) -> RetryableEventError:
         # An attempt was made: the next one must wait until it can be checked in Kapso's

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.integrations.kapso.webhook_events import to_aware_datetime
+from app.integrations.kapso.webhook_events import _datetime_from_text, to_aware_datetime
 
 
 def _float_first(value: object) -> datetime | None:
@@ -117,3 +117,14 @@ def test_numbers_and_other_values_parse_as_before(value: object) -> None:
 def test_common_shapes(value: str, expected: datetime | None) -> None:
     assert to_aware_datetime(value) == expected
     _same(value)
+
+
+def test_repeated_texts_give_the_same_instant_and_the_cache_stays_bounded() -> None:
+    first = to_aware_datetime("2026-11-25T22:00:00Z")
+    assert to_aware_datetime("2026-11-25T22:00:00Z") == first
+    assert to_aware_datetime(" 2026-11-25T22:00:00Z ") == first
+
+    for second in range(5000):
+        _same(str(1_764_108_000 + second))
+
+    assert _datetime_from_text.cache_info().currsize <= 1024

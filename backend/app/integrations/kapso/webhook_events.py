@@ -8,6 +8,7 @@ version-independent shape per delivery item, built by `app.integrations.kapso.ap
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -151,27 +152,37 @@ def to_aware_datetime(value: object) -> datetime | None:
 
     A timestamp Kapso formats differently must not reject the delivery: it only loses the time.
     """
+    if isinstance(value, str):
+        return _datetime_from_text(value)
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
-    try:
-        if isinstance(value, int | float):
+    if isinstance(value, int | float):
+        try:
             return datetime.fromtimestamp(value, tz=UTC)
-        if isinstance(value, str):
-            text = value.strip()
-            if not text:
-                return None
-            if not _starts_like_iso_date(text):
-                try:
-                    return datetime.fromtimestamp(float(text), tz=UTC)
-                except ValueError:
-                    pass
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except (ValueError, OverflowError, OSError):
+            return None
+    return None
+
+
+# A delivery repeats its timestamps (a conversation's created/updated/last-active times are
+# often one instant) and deliveries of the same second share them; datetimes are immutable.
+@functools.lru_cache(maxsize=1024)
+def _datetime_from_text(value: str) -> datetime | None:
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        if not _starts_like_iso_date(text):
+            try:
+                return datetime.fromtimestamp(float(text), tz=UTC)
+            except ValueError:
+                pass
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except (ValueError, OverflowError, OSError):
         return None
-    return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 LenientDatetime = Annotated[datetime | None, BeforeValidator(to_aware_datetime)]

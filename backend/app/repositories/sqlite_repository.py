@@ -15,7 +15,6 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.core.phone import try_normalize_phone
 from app.repositories.errors import StoreConstraintError, StoreError, StoreUnavailableError
+from app.repositories.group_commit import GroupCommit
 from app.repositories.models import (
     ACCEPTED_OUTBOUND_STATUSES,
     Company,
@@ -92,8 +92,7 @@ class SqliteWhatsAppRepository:
         self._busy_timeout_ms = int(busy_timeout_seconds * 1000)
         self._connection: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
-        self._inbox_writes: list[_InboxWrite] = []
-        self._inbox_writer = asyncio.Lock()
+        self._inbox_writes = GroupCommit(self._record_inbox_batch)
 
     @property
     def backend_name(self) -> str:
@@ -492,27 +491,12 @@ class SqliteWhatsAppRepository:
     async def record_inbox_events(self, events: Sequence[NewInboxEvent]) -> list[InboxRecordResult]:
         if not events:
             return []
-        # Group commit: deliveries arriving while a write is in progress are recorded together
-        # in the next transaction (one insert statement, one commit) instead of one after
-        # another. Each caller still gets its own results, in order, once they are committed.
-        write = _InboxWrite(list(events), asyncio.get_running_loop().create_future())
-        self._inbox_writes.append(write)
-        async with self._inbox_writer:
-            if not write.done.done():
-                batch, self._inbox_writes = self._inbox_writes, []
-                try:
-                    results = await self._record_inbox_batch(batch)
-                except BaseException as exc:
-                    for other in batch:
-                        if other is not write and not other.done.done():
-                            other.done.set_exception(_batch_failure(exc))
-                    raise
-                for other, result in zip(batch, results, strict=True):
-                    other.done.set_result(result)
-        return write.done.result()
+        # Deliveries arriving while a write is in progress are recorded together in the next
+        # transaction (one insert statement, one commit).
+        return await self._inbox_writes.submit(events)
 
     async def _record_inbox_batch(
-        self, batch: Sequence[_InboxWrite]
+        self, batch: Sequence[Sequence[NewInboxEvent]]
     ) -> list[list[InboxRecordResult]]:
         now = _ts(_now())
         rows = [
@@ -527,8 +511,8 @@ class SqliteWhatsAppRepository:
                 now,
                 now,
             )
-            for write in batch
-            for event in write.events
+            for events in batch
+            for event in events
         ]
         async with self._transaction(write=True) as connection:
             cursor = await connection.executemany(
@@ -551,9 +535,9 @@ class SqliteWhatsAppRepository:
                 inserted = {str(row["id"]) for row in found}
             results: list[list[InboxRecordResult]] = []
             position = 0
-            for write in batch:
+            for events in batch:
                 recorded: list[InboxRecordResult] = []
-                for event in write.events:
+                for event in events:
                     new_id = rows[position][0]
                     position += 1
                     if new_id in inserted:
@@ -1007,22 +991,6 @@ def _required(row: RowT | None, what: str) -> RowT:
     if row is None:
         raise StoreError(f"the store returned no {what}")
     return row
-
-
-@dataclass(slots=True)
-class _InboxWrite:
-    """One caller's events waiting for the next inbox transaction, and its outcome."""
-
-    events: list[NewInboxEvent]
-    done: asyncio.Future[list[InboxRecordResult]]
-
-
-def _batch_failure(exc: BaseException) -> BaseException:
-    """What the other callers of a failed group commit get: the same store error (a new
-    instance each, so tracebacks do not mix), or unavailable when the writer was cancelled."""
-    if isinstance(exc, StoreError):
-        return type(exc)(*exc.args)
-    return StoreUnavailableError(f"sqlite: the inbox write was interrupted ({type(exc).__name__})")
 
 
 def _record_result(event_id: str, event: NewInboxEvent, *, is_new: bool) -> InboxRecordResult:

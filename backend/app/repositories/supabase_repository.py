@@ -16,6 +16,7 @@ from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from app.core.phone import try_normalize_phone
 from app.repositories.errors import StoreConstraintError, StoreError, StoreUnavailableError
+from app.repositories.group_commit import GroupCommit
 from app.repositories.models import (
     Company,
     Conversation,
@@ -83,6 +84,9 @@ class SupabaseWhatsAppRepository:
         """Wrap a service-role client; `http_client`, when given, is owned and closed here."""
         self._client = client
         self._http = http_client
+        # Concurrent webhook deliveries share one `whatsapp_inbox_record` call (group commit):
+        # one HTTP request and one transaction for many, instead of one each.
+        self._inbox_writes = GroupCommit(self._record_inbox_batch)
 
     @classmethod
     async def connect(
@@ -376,9 +380,24 @@ class SupabaseWhatsAppRepository:
     async def record_inbox_events(self, events: Sequence[NewInboxEvent]) -> list[InboxRecordResult]:
         if not events:
             return []
-        payload: list[JSON] = [event.model_dump(mode="json") for event in events]
+        return await self._inbox_writes.submit(events)
+
+    async def _record_inbox_batch(
+        self, batch: Sequence[Sequence[NewInboxEvent]]
+    ) -> list[list[InboxRecordResult]]:
+        payload: list[JSON] = [
+            event.model_dump(mode="json") for events in batch for event in events
+        ]
         query = self._client.rpc("whatsapp_inbox_record", {"p_events": payload})
-        return await self._rows(query, InboxRecordResult)
+        recorded = await self._rows(query, InboxRecordResult)
+        if len(recorded) != len(payload):
+            raise StoreError(f"recorded {len(recorded)} of {len(payload)} inbox events")
+        results: list[list[InboxRecordResult]] = []
+        position = 0
+        for events in batch:
+            results.append(recorded[position : position + len(events)])
+            position += len(events)
+        return results
 
     async def claim_inbox_events(
         self, *, owner: str, limit: int, lease_seconds: float, max_attempts: int

@@ -1,0 +1,83 @@
+"""Group commit: callers that arrive while a write is under way share the next write.
+
+Webhook deliveries arrive many at a time, and each write to the store costs a fixed price (a
+transaction and a commit on SQLite; an HTTP request, a PostgREST round trip and a commit on
+Supabase) that dwarfs the rows it carries. Queuing the callers that arrive during a write and
+writing them together next turns N writes into one, while every caller still waits for its own
+rows to be committed and gets its own results, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from app.repositories.errors import StoreError, StoreUnavailableError
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+# Writes one batch: each caller's items in, each caller's results out, in the same order.
+BatchWriter = Callable[[Sequence[Sequence[ItemT]]], Awaitable[list[list[ResultT]]]]
+
+
+@dataclass(slots=True)
+class _Waiting(Generic[ItemT, ResultT]):
+    items: Sequence[ItemT]
+    done: asyncio.Future[list[ResultT]]
+
+
+class GroupCommit(Generic[ItemT, ResultT]):
+    """One write at a time; whoever waits meanwhile goes into the next one, all together."""
+
+    def __init__(self, write: BatchWriter[ItemT, ResultT], *, max_items: int = 500) -> None:
+        self._write = write
+        self._max_items = max_items
+        self._queue: list[_Waiting[ItemT, ResultT]] = []
+        self._writer = asyncio.Lock()
+
+    async def submit(self, items: Sequence[ItemT]) -> list[ResultT]:
+        """Write `items` (in some batch) and return their results once committed."""
+        waiting = _Waiting[ItemT, ResultT](items, asyncio.get_running_loop().create_future())
+        self._queue.append(waiting)
+        while not waiting.done.done():
+            async with self._writer:
+                if waiting.done.done():
+                    break
+                batch = self._take_batch()
+                try:
+                    results = await self._write([entry.items for entry in batch])
+                except BaseException as exc:
+                    for entry in batch:
+                        if entry is not waiting and not entry.done.done():
+                            entry.done.set_exception(_batch_failure(exc))
+                    if waiting in self._queue:
+                        # Ours was not in this batch: it fails too rather than being written
+                        # later, after its caller was told it failed.
+                        self._queue.remove(waiting)
+                    raise
+                for entry, result in zip(batch, results, strict=True):
+                    entry.done.set_result(result)
+        return waiting.done.result()
+
+    def _take_batch(self) -> list[_Waiting[ItemT, ResultT]]:
+        """The oldest waiting callers, up to `max_items` items (always at least one caller)."""
+        count = 0
+        size = 0
+        for entry in self._queue:
+            if count and size + len(entry.items) > self._max_items:
+                break
+            count += 1
+            size += len(entry.items)
+        batch, self._queue = self._queue[:count], self._queue[count:]
+        return batch
+
+
+def _batch_failure(exc: BaseException) -> BaseException:
+    """What the other callers of a failed batch get: the same store error (a new instance
+    each, so tracebacks do not mix), or unavailable when the writer was cancelled."""
+    if isinstance(exc, StoreError):
+        return type(exc)(*exc.args)
+    return StoreUnavailableError(f"the batched write was interrupted ({type(exc).__name__})")

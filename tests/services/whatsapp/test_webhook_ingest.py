@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
 import pytest
+from pydantic import SecretStr
 
+from app.core.errors import BadRequestError
 from app.integrations.kapso.api.webhooks import parse_webhook_request
-from app.repositories.models import NewInboxEvent
-from app.services.whatsapp.webhook_ingest import to_inbox_events
+from app.repositories.models import InboxState, NewInboxEvent
+from app.repositories.sqlite_repository import SqliteWhatsAppRepository
+from app.services.whatsapp.webhook_ingest import (
+    InvalidWebhookSignatureError,
+    WebhookIngestService,
+    to_inbox_events,
+)
 
 FIXTURES = Path(__file__).parents[2] / "integrations" / "kapso" / "fixtures" / "kapso-webhooks"
+SECRET = "whsec_ingest_test"
 
 
 def _headers_for(path: Path) -> dict[str, str]:
@@ -56,3 +67,56 @@ def test_keys_without_an_idempotency_header_come_from_the_body() -> None:
     assert len(rows) > 1
     assert len({row.idempotency_key for row in rows}) == len(rows)
     assert all(row.idempotency_key.startswith("sha256:") for row in rows)
+
+
+@pytest.fixture
+async def repository(tmp_path: Path) -> AsyncIterator[SqliteWhatsAppRepository]:
+    repo = SqliteWhatsAppRepository(tmp_path / "ingest.sqlite3")
+    yield repo
+    await repo.aclose()
+
+
+def _signed(raw_body: bytes, headers: dict[str, str]) -> dict[str, str]:
+    signature = hmac.new(SECRET.encode(), raw_body, hashlib.sha256).hexdigest()
+    return {**headers, "X-Webhook-Signature": signature}
+
+
+async def test_header_names_in_any_case_are_read(repository: SqliteWhatsAppRepository) -> None:
+    ingest = WebhookIngestService(repository, secret=SecretStr(SECRET))
+    batch = orjson.loads((FIXTURES / "v2" / "message.received.batch.json").read_bytes())
+    # Only the headers say "batch" and name the event: the body has neither flag nor type.
+    raw_body = orjson.dumps({"data": batch["data"][:1]})
+    # Kapso's own spelling, in a plain (case-sensitive) dict.
+    headers = _signed(
+        raw_body,
+        {
+            "X-Webhook-Event": "whatsapp.message.received",
+            "X-WEBHOOK-PAYLOAD-VERSION": "v2",
+            "x-Webhook-Batch": "true",
+            "X-Idempotency-Key": "delivery-1",
+        },
+    )
+
+    summary = await ingest.ingest(raw_body, headers)
+    again = await ingest.ingest(raw_body, headers)
+
+    (event,) = await repository.list_inbox_events(InboxState.PENDING, limit=10)
+    assert (summary.received, summary.accepted, summary.duplicates) == (1, 1, 0)
+    assert (again.received, again.accepted, again.duplicates) == (1, 0, 1)
+    assert event.idempotency_key == "delivery-1:0"
+    assert event.event == "whatsapp.message.received"
+    assert event.payload["payload_version"] == "v2"
+
+
+async def test_unsigned_or_malformed_deliveries_are_refused(
+    repository: SqliteWhatsAppRepository,
+) -> None:
+    ingest = WebhookIngestService(repository, secret=SecretStr(SECRET))
+    raw_body = (FIXTURES / "v2" / "message.received.text.json").read_bytes()
+    headers = {"X-Webhook-Event": "whatsapp.message.received"}
+
+    with pytest.raises(InvalidWebhookSignatureError):
+        await ingest.ingest(raw_body, {**headers, "X-Webhook-Signature": "0" * 64})
+    with pytest.raises(BadRequestError):
+        await ingest.ingest(b"[1]", _signed(b"[1]", headers))
+    assert await repository.list_inbox_events(InboxState.PENDING, limit=10) == []

@@ -18,9 +18,11 @@ from app.core.errors import AppError, BadRequestError, ServiceUnavailableError
 from app.core.phone import try_normalize_phone
 from app.integrations.kapso.api.webhooks import (
     BATCH_HEADER,
+    EVENT_HEADER,
     IDEMPOTENCY_HEADER,
+    PAYLOAD_VERSION_HEADER,
     SIGNATURE_HEADER,
-    parse_webhook_request,
+    parse_webhook,
     verify_signature,
 )
 from app.integrations.kapso.exceptions import KapsoWebhookPayloadError
@@ -31,6 +33,10 @@ from app.repositories.whatsapp import WhatsAppRepository
 from app.services.whatsapp.inbox_codec import inbox_payload
 
 logger = logging.getLogger(__name__)
+
+_EVENT = EVENT_HEADER.lower()
+_BATCH = BATCH_HEADER.lower()
+_PAYLOAD_VERSION = PAYLOAD_VERSION_HEADER.lower()
 
 
 class InvalidWebhookSignatureError(AppError):
@@ -66,7 +72,14 @@ class WebhookIngestService:
         headers = {name.lower(): value for name, value in headers.items()}
         self._check_signature(raw_body, headers)
         try:
-            events = parse_webhook_request(raw_body, headers)
+            # `parse_webhook_request` would search every header for each of these (its
+            # case-insensitive fallback); the names here are already lowercase.
+            events = parse_webhook(
+                raw_body,
+                event=headers.get(_EVENT),
+                batch_header=headers.get(_BATCH),
+                payload_version=headers.get(_PAYLOAD_VERSION),
+            )
         except KapsoWebhookPayloadError as exc:
             raise BadRequestError(str(exc), code="invalid_payload") from exc
         records = to_inbox_events(events, raw_body, headers)

@@ -97,3 +97,25 @@ async def test_a_cancelled_writer_fails_the_others_as_unavailable() -> None:
         await writer
     # The next writer takes the waiting caller in its own write.
     assert await asyncio.wait_for(other, 5) == [4]
+
+
+async def test_several_writers_overlap_and_every_caller_gets_its_results() -> None:
+    recorder = Recorder(delay=0.02)
+    in_flight = 0
+    most = 0
+
+    async def write(batch: Sequence[Sequence[int]]) -> list[list[int]]:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await recorder.write(batch)
+        finally:
+            in_flight -= 1
+
+    group = GroupCommit(write, writers=2)
+    results = await asyncio.gather(*(group.submit([n]) for n in range(100)))
+    assert results == [[n * 2] for n in range(100)]
+    assert most == 2
+    written = sorted(item for batch in recorder.batches for items in batch for item in items)
+    assert written == list(range(100))  # each exactly once

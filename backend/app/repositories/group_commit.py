@@ -30,13 +30,15 @@ class _Waiting(Generic[ItemT, ResultT]):
 
 
 class GroupCommit(Generic[ItemT, ResultT]):
-    """One write at a time; whoever waits meanwhile goes into the next one, all together."""
+    """Up to `writers` writes at a time; whoever waits meanwhile goes into the next one."""
 
-    def __init__(self, write: BatchWriter[ItemT, ResultT], *, max_items: int = 500) -> None:
+    def __init__(
+        self, write: BatchWriter[ItemT, ResultT], *, max_items: int = 500, writers: int = 1
+    ) -> None:
         self._write = write
         self._max_items = max_items
         self._queue: list[_Waiting[ItemT, ResultT]] = []
-        self._writer = asyncio.Lock()
+        self._writer = asyncio.Semaphore(writers)
 
     async def submit(self, items: Sequence[ItemT]) -> list[ResultT]:
         """Write `items` (in some batch) and return their results once committed."""
@@ -47,20 +49,30 @@ class GroupCommit(Generic[ItemT, ResultT]):
                 if waiting.done.done():
                     break
                 batch = self._take_batch()
-                try:
-                    results = await self._write([entry.items for entry in batch])
-                except BaseException as exc:
-                    for entry in batch:
-                        if entry is not waiting and not entry.done.done():
-                            entry.done.set_exception(_batch_failure(exc))
-                    if waiting in self._queue:
-                        # Ours was not in this batch: it fails too rather than being written
-                        # later, after its caller was told it failed.
-                        self._queue.remove(waiting)
-                    raise
-                for entry, result in zip(batch, results, strict=True):
-                    entry.done.set_result(result)
+                if batch:
+                    await self._write_batch(batch, waiting)
+                    continue
+            # Ours is in a batch another writer has in flight: wait for that one.
+            await asyncio.shield(waiting.done)
         return waiting.done.result()
+
+    async def _write_batch(
+        self, batch: list[_Waiting[ItemT, ResultT]], waiting: _Waiting[ItemT, ResultT]
+    ) -> None:
+        try:
+            results = await self._write([entry.items for entry in batch])
+        except BaseException as exc:
+            for entry in batch:
+                if entry is not waiting and not entry.done.done():
+                    entry.done.set_exception(_batch_failure(exc))
+            if waiting in self._queue:
+                # Ours was not in this batch: it fails too rather than being written later,
+                # after its caller was told it failed.
+                self._queue.remove(waiting)
+            raise
+        for entry, result in zip(batch, results, strict=True):
+            if not entry.done.done():
+                entry.done.set_result(result)
 
     def _take_batch(self) -> list[_Waiting[ItemT, ResultT]]:
         """The oldest waiting callers, up to `max_items` items (always at least one caller)."""

@@ -86,7 +86,9 @@ class SupabaseWhatsAppRepository:
         self._http = http_client
         # Concurrent webhook deliveries share one `whatsapp_inbox_record` call (group commit):
         # one HTTP request and one transaction for many, instead of one each.
-        self._inbox_writes = GroupCommit(self._record_inbox_batch)
+        # Two writes in flight at a time overlap one request's network and commit time with
+        # the next batch's.
+        self._inbox_writes = GroupCommit(self._record_inbox_batch, writers=2)
 
     @classmethod
     async def connect(

@@ -5,17 +5,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import cast
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from app.core.errors import BadRequestError
-from app.integrations.kapso.api.webhooks import parse_webhook_request
+from app.integrations.kapso.api.webhooks import parse_webhook_request, verify_signature
 from app.repositories.models import InboxState, NewInboxEvent
 from app.repositories.sqlite_repository import SqliteWhatsAppRepository
+from app.repositories.whatsapp import WhatsAppRepository
 from app.services.whatsapp.webhook_ingest import (
     InvalidWebhookSignatureError,
     WebhookIngestService,
@@ -120,3 +124,58 @@ async def test_unsigned_or_malformed_deliveries_are_refused(
     with pytest.raises(BadRequestError):
         await ingest.ingest(b"[1]", _signed(b"[1]", headers))
     assert await repository.list_inbox_events(InboxState.PENDING, limit=10) == []
+
+
+def _signature_checker(secret: str) -> WebhookIngestService:
+    # The signature check never reaches the store.
+    return WebhookIngestService(cast(WhatsAppRepository, None), secret=SecretStr(secret))
+
+
+def _accepts(service: WebhookIngestService, raw_body: bytes, signature: str | None) -> bool:
+    headers = {} if signature is None else {"x-webhook-signature": signature}
+    try:
+        service._check_signature(raw_body, headers)
+    except InvalidWebhookSignatureError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("form", "accepted"),
+    [
+        (lambda hexdigest: hexdigest, True),
+        (lambda hexdigest: hexdigest.upper(), True),
+        (lambda hexdigest: f"sha256={hexdigest}", True),
+        (lambda hexdigest: f"  SHA256={hexdigest} ", True),
+        (lambda hexdigest: hexdigest[:-1] + ("0" if hexdigest[-1] != "0" else "1"), False),
+        (lambda hexdigest: hexdigest[:-1], False),
+        (lambda hexdigest: hexdigest[:-1] + "é", False),
+        (lambda hexdigest: "", False),
+    ],
+)
+def test_signature_forms(form: Callable[[str], str], accepted: bool) -> None:
+    raw_body = b'{"message": {}}'
+    hexdigest = hmac.new(SECRET.encode(), raw_body, hashlib.sha256).hexdigest()
+
+    assert _accepts(_signature_checker(SECRET), raw_body, form(hexdigest)) is accepted
+    assert _accepts(_signature_checker(SECRET), raw_body, None) is False
+
+
+@given(
+    raw_body=st.binary(max_size=64),
+    secret=st.text(min_size=1, max_size=16),
+    signature=st.one_of(st.none(), st.text(max_size=80), st.sampled_from(["own", "OWN", "pre"])),
+)
+def test_signature_check_accepts_exactly_what_verify_signature_accepts(
+    raw_body: bytes, secret: str, signature: str | None
+) -> None:
+    if signature in {"own", "OWN", "pre"}:
+        try:
+            own = hmac.new(secret.encode(), raw_body, hashlib.sha256).hexdigest()
+        except UnicodeEncodeError:
+            own = "0" * 64
+        signature = {"own": own, "OWN": own.upper(), "pre": f"sha256={own}"}[signature]
+
+    expected = verify_signature(raw_body, signature, secret)
+
+    assert _accepts(_signature_checker(secret), raw_body, signature) is expected

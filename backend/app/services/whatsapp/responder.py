@@ -28,7 +28,11 @@ class Attachment(BaseModel):
 
 
 class ResponderRequest(BaseModel):
-    """Everything an assistant needs to answer one inbound message."""
+    """Everything an assistant needs to answer one inbound message.
+
+    The message itself is not in the conversation's stored history yet: it is stored with the
+    reply's record, in one transaction, once the answer is decided (or at once if `reply` fails).
+    """
 
     model_config = ConfigDict(frozen=True)
 

@@ -263,3 +263,37 @@ async def test_a_reply_in_two_parts_goes_out_whole_after_a_failed_first_part(
         await eventually(done, within=20)
         await flow.drain_deliveries()
         assert len(await flow.outbox(profile.phone, wait_count=3, wait_seconds=1)) == 2
+
+
+class _FailingResponder:
+    """An assistant that is down: every answer fails."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def reply(self, request: ResponderRequest) -> str:
+        self.calls += 1
+        raise RuntimeError("the assistant is down")
+
+
+async def test_a_failing_responder_never_loses_the_users_message(store: StoreChoice) -> None:
+    """The message is normally stored with the reply's record; when no reply can be decided
+    it is stored anyway, once, while the event retries and then waits, dead, for a replay."""
+    responder = _FailingResponder()
+    async with local_flow(
+        store, responder=responder, worker_max_attempts=2, worker_retry_base_seconds=0.05
+    ) as flow:
+        profile, _ = await make_member(flow.repository)
+        assert profile.phone is not None
+        sent = await flow.say(profile.phone, "¿Cuánto IVA debo?")
+        dead = await _wait_state(flow, sent["message"]["id"], InboxState.DEAD)
+        assert responder.calls == 2
+        assert dead.last_error is not None
+        assert "the assistant is down" in dead.last_error
+
+        conversation = await flow.repository.find_conversation_by_kapso_id(sent["conversation_id"])
+        assert conversation is not None
+        messages = await flow.repository.list_messages(conversation.id)
+        assert [(m.role, m.content) for m in messages] == [(MessageRole.USER, "¿Cuánto IVA debo?")]
+        assert await flow.repository.list_outbound_for_inbox_event(dead.id) == []
+        assert await flow.outbox(profile.phone, wait_count=1, wait_seconds=0.5) == []

@@ -21,6 +21,7 @@ from typing import TypeVar
 from uuid import UUID
 
 import aiosqlite
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from app.core.phone import try_normalize_phone
@@ -341,7 +342,7 @@ class SqliteWhatsAppRepository:
                     str(uuid.uuid4()),
                     str(user_id),
                     title or "Nueva conversación",
-                    json.dumps(data),
+                    _json_text(data),
                     now,
                     now,
                 ),
@@ -401,7 +402,7 @@ class SqliteWhatsAppRepository:
                       set metadata = ?, status = coalesce(?, status), updated_at = ?
                     where id = ? returning *""",
                 (
-                    json.dumps(merged),
+                    _json_text(merged),
                     status.value if status else None,
                     _ts(_now()),
                     str(conversation_id),
@@ -449,7 +450,7 @@ class SqliteWhatsAppRepository:
                 _id(message.user_id),
                 message.role.value,
                 message.content,
-                json.dumps(metadata),
+                _json_text(metadata),
                 now,
             ),
         )
@@ -506,7 +507,7 @@ class SqliteWhatsAppRepository:
                 event.event,
                 event.wamid or None,
                 event.conversation_key or None,
-                json.dumps(event.payload),
+                _json_text(event.payload),
                 now,
                 now,
                 now,
@@ -972,8 +973,17 @@ def _decode(row: aiosqlite.Row) -> dict[str, object]:
     for column in _JSON_COLUMNS:
         value = data.get(column)
         if isinstance(value, str):
-            data[column] = json.loads(value)
+            data[column] = orjson.loads(value)
     return data
+
+
+def _json_text(value: object) -> str:
+    """JSON text for a column: orjson (several times faster than json on webhook payloads),
+    json for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
 
 
 def _as_object(value: object) -> dict[str, object]:

@@ -8,7 +8,6 @@ second. So the request only checks the signature, parses and records the events 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ from app.integrations.kapso.api.webhooks import (
     IDEMPOTENCY_HEADER,
     PAYLOAD_VERSION_HEADER,
     SIGNATURE_HEADER,
+    SignatureVerifier,
     parse_webhook,
-    verify_signature,
 )
 from app.integrations.kapso.exceptions import KapsoWebhookPayloadError
 from app.integrations.kapso.webhook_events import ConversationEvent, MessageEvent, WebhookEvent
@@ -67,9 +66,7 @@ class WebhookIngestService:
     ) -> None:
         self._repository = repository
         self._secret = secret.get_secret_value() if secret is not None else ""
-        key = _key_bytes(self._secret)
-        # Keyed once; each delivery copies it (cheaper than keying a new HMAC every time).
-        self._keyed_mac = hmac.new(key, digestmod=hashlib.sha256) if key is not None else None
+        self._signatures = SignatureVerifier(self._secret)
         self._on_recorded = on_recorded
 
     async def ingest(self, raw_body: bytes, headers: Mapping[str, str]) -> IngestSummary:
@@ -108,32 +105,10 @@ class WebhookIngestService:
                 "UNSIGNED WEBHOOK ACCEPTED: KAPSO_WEBHOOK_SECRET is not set (development only)"
             )
             return
-        signature = headers.get(_SIGNATURE)
-        if self._is_exact_signature(raw_body, signature):
-            return
-        if not verify_signature(raw_body, signature, self._secret):
+        if not self._signatures.verify(raw_body, headers.get(_SIGNATURE)):
             raise InvalidWebhookSignatureError(
                 "Missing or invalid X-Webhook-Signature", code="invalid_signature"
             )
-
-    def _is_exact_signature(self, raw_body: bytes, signature: str | None) -> bool:
-        """Kapso's usual form (64 lowercase hex digits), checked in constant time.
-
-        Only a shortcut to "valid": anything else (a `sha256=` prefix, uppercase, a wrong or
-        malformed signature) is decided by `verify_signature`, as before.
-        """
-        if self._keyed_mac is None or signature is None or not signature.isascii():
-            return False
-        mac = self._keyed_mac.copy()
-        mac.update(raw_body)
-        return hmac.compare_digest(mac.hexdigest(), signature)
-
-
-def _key_bytes(secret: str) -> bytes | None:
-    try:
-        return secret.encode("utf-8") if secret else None
-    except UnicodeEncodeError:  # lone surrogates: no key Kapso could have used
-        return None
 
 
 def to_inbox_events(

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from kapso_emulator import chat_page, control, legacy_api, meta_proxy, platform_api
-from kapso_emulator.config import EmulatorConfig
+from kapso_emulator.config import DEFAULT_WEBHOOK_CONCURRENCY, EmulatorConfig
 from kapso_emulator.emulator import Emulator
 from kapso_emulator.errors import install_error_handlers
 from kapso_emulator.gateway import KapsoGateway
@@ -41,9 +41,17 @@ class EmulatorApp(FastAPI):
         await self._gateway(scope, receive, send)
 
 
-def create_app(config: EmulatorConfig | None = None, state_file: Path | None = None) -> FastAPI:
+def create_app(
+    config: EmulatorConfig | None = None,
+    state_file: Path | None = None,
+    *,
+    webhook_concurrency: int = DEFAULT_WEBHOOK_CONCURRENCY,
+) -> FastAPI:
     """Build an emulator; `uvicorn kapso_emulator.app:create_app --factory` works too."""
-    app = EmulatorApp(Emulator(config or EmulatorConfig(), state_file))
+    emulator = Emulator(
+        config or EmulatorConfig(), state_file, webhook_concurrency=webhook_concurrency
+    )
+    app = EmulatorApp(emulator)
     install_error_handlers(app)
     app.include_router(meta_proxy.download_router)
     app.include_router(meta_proxy.router)

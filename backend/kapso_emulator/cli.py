@@ -18,6 +18,7 @@ from kapso_emulator.config import (
     DEFAULT_PHONE_NUMBER_ID,
     DEFAULT_PORT,
     DEFAULT_WABA_ID,
+    DEFAULT_WEBHOOK_CONCURRENCY,
     DEFAULT_WEBHOOK_SECRET,
     EmulatorConfig,
     PayloadVersion,
@@ -62,6 +63,15 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action=argparse.BooleanOptionalAction,
         default=(_env("BATCHING", default="false") or "").lower() in ("1", "true", "yes"),
         help="buffer whatsapp.message.received into batches",
+    )
+    serve.add_argument(
+        "--webhook-concurrency",
+        type=int,
+        default=int(
+            _env("WEBHOOK_CONCURRENCY", default=str(DEFAULT_WEBHOOK_CONCURRENCY))
+            or DEFAULT_WEBHOOK_CONCURRENCY
+        ),
+        help="webhook requests in flight at once (and connections to the service)",
     )
     serve.add_argument("--state-file", default=_env("STATE_FILE"), help="persist state as JSON")
     serve.add_argument(
@@ -141,7 +151,11 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
 
 def serve(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    app = create_app(config, Path(args.state_file) if args.state_file else None)
+    app = create_app(
+        config,
+        Path(args.state_file) if args.state_file else None,
+        webhook_concurrency=args.webhook_concurrency,
+    )
     print(
         f"Kapso emulator on http://{args.host}:{args.port} (chat page at /, control API at "
         f"/_emulator, docs at /docs); webhooks → {config.webhook_url or 'nowhere'}",

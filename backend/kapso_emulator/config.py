@@ -11,6 +11,10 @@ DEFAULT_WABA_ID = "102290129340398"
 DEFAULT_PORT = 8091
 # A development default, not a secret: real deployments never talk to the emulator.
 DEFAULT_WEBHOOK_SECRET = "kapso-emulator-secret"  # noqa: S105
+# Webhook requests on the wire at once (and connections to the service). Fixed at start-up: the
+# HTTP client's pool is sized to it. Enough to keep a local service busy; deliveries beyond it
+# wait their turn in order.
+DEFAULT_WEBHOOK_CONCURRENCY = 32
 
 
 class PayloadVersion(StrEnum):

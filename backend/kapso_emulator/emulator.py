@@ -11,7 +11,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from kapso_emulator.config import ConfigPatch, EmulatorConfig, PhoneNumberConfig, WindowMode
+from kapso_emulator.config import (
+    DEFAULT_WEBHOOK_CONCURRENCY,
+    ConfigPatch,
+    EmulatorConfig,
+    PhoneNumberConfig,
+    WindowMode,
+)
 from kapso_emulator.errors import GraphError
 from kapso_emulator.models import (
     Contact,
@@ -62,11 +68,19 @@ class InboundSpec:
 class Emulator:
     """Owns config, clock, state and the webhook dispatcher; one per app."""
 
-    def __init__(self, config: EmulatorConfig, state_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        state_file: Path | None = None,
+        *,
+        webhook_concurrency: int = DEFAULT_WEBHOOK_CONCURRENCY,
+    ) -> None:
         self.config = config
         self.clock = Clock()
         self.state = EmulatorState(self.clock, state_file)
-        self.webhooks = WebhookDispatcher(self.state, lambda: self.config)
+        self.webhooks = WebhookDispatcher(
+            self.state, lambda: self.config, concurrency=webhook_concurrency
+        )
         self._sync_phone_numbers()
         # Rate-limit windows: api key → (window start minute, count).
         self.rate_windows: dict[str, tuple[int, int]] = {}
@@ -143,8 +157,8 @@ class Emulator:
     def _emit_conversation(self, event: str, conv: Conversation) -> None:
         self.webhooks.emit(
             event,
-            v2=conversation_event_v2(self.state, conv),
-            v1=conversation_event_v1(self.state, conv),
+            v2=lambda: conversation_event_v2(self.state, conv),
+            v1=lambda: conversation_event_v1(self.state, conv),
         )
 
     def _touch_contact(self, wa_id: str, profile_name: str | None) -> Contact:
@@ -241,7 +255,7 @@ class Emulator:
             content=spec.content,
             processing_status="pending",
         )
-        self.state.messages[message.id] = message
+        self.state.add_message(message)
         conv.last_inbound_at = now
         conv.last_active_at = now
         conv.updated_at = now
@@ -250,10 +264,10 @@ class Emulator:
             self._emit_conversation("whatsapp.conversation.created", conv)
         self.webhooks.emit(
             MESSAGE_RECEIVED,
-            v2=message_webhook_v2(
+            v2=lambda: message_webhook_v2(
                 self.state, message, public_url, is_new_conversation=is_new, with_statuses=False
             ),
-            v1=message_webhook_v1(self.state, message, public_url),
+            v1=lambda: message_webhook_v1(self.state, message, public_url),
             conversation_id=conv.id,
         )
         self.state.save()
@@ -309,7 +323,7 @@ class Emulator:
             content=content,
             origin=origin,
         )
-        self.state.messages[message.id] = message
+        self.state.add_message(message)
         conv.last_outbound_at = now
         conv.last_active_at = now
         conv.updated_at = now
@@ -376,10 +390,10 @@ class Emulator:
         ]
         self.webhooks.emit(
             f"whatsapp.message.{status}",
-            v2=message_webhook_v2(
+            v2=lambda: message_webhook_v2(
                 self.state, message, public_url, is_new_conversation=is_new, with_statuses=True
             ),
-            v1=message_webhook_v1(self.state, message, public_url),
+            v1=lambda: message_webhook_v1(self.state, message, public_url),
             conversation_id=message.conversation_id,
         )
         self.state.save()

@@ -94,6 +94,9 @@ class EmulatorState:
         self.media: dict[str, Media] = {}
         self.outbox: list[OutboxEntry] = []
         self.deliveries: dict[str, Delivery] = {}
+        # Each conversation's messages in `seq` order, so rendering a conversation (every webhook
+        # does) does not scan every message; kept by `add_message`, `reset` and `_load`.
+        self._conversation_messages: dict[str, list[Message]] = {}
         # Kept in step with the config by the emulator, so renderers can find a number's details.
         self.phone_numbers: list[PhoneNumberConfig] = []
         if state_file is not None and state_file.exists():
@@ -118,6 +121,7 @@ class EmulatorState:
             self.deliveries,
         ):
             table.clear()
+        self._conversation_messages.clear()
         self.outbox.clear()
         self.save()
 
@@ -178,6 +182,8 @@ class EmulatorState:
         self.seq = snap.seq
         self.clock.offset_seconds = snap.clock_offset_seconds
         self.messages = {m.id: m for m in snap.messages}
+        for message in sorted(snap.messages, key=lambda m: m.seq):
+            self._conversation_messages.setdefault(message.conversation_id, []).append(message)
         self.conversations = {c.id: c for c in snap.conversations}
         self.contacts = {c.id: c for c in snap.contacts}
         self.notes = {n.id: n for n in snap.notes}
@@ -238,12 +244,16 @@ class EmulatorState:
                 return media
         return None
 
+    def add_message(self, message: Message) -> None:
+        """Record a new message (its `seq` is the newest)."""
+        self.messages[message.id] = message
+        self._conversation_messages.setdefault(message.conversation_id, []).append(message)
+
     def conversation_messages(self, conversation_id: str) -> list[Message]:
-        found = [m for m in self.messages.values() if m.conversation_id == conversation_id]
-        return sorted(found, key=lambda m: m.seq)
+        return list(self._conversation_messages.get(conversation_id, ()))
 
     def add_delivery(self, delivery: Delivery) -> None:
         self.deliveries[delivery.id] = delivery
         if len(self.deliveries) > MAX_DELIVERIES:
-            oldest = min(self.deliveries.values(), key=lambda d: d.seq)
-            del self.deliveries[oldest.id]
+            # Deliveries are added in `seq` order, so the first key is the oldest.
+            del self.deliveries[next(iter(self.deliveries))]

@@ -1,4 +1,11 @@
-"""Webhook delivery as Kapso does it: signed raw body, idempotency key, retries, batches."""
+"""Webhook delivery as Kapso does it: signed raw body, idempotency key, retries, batches.
+
+Every delivery is its own task, but at most `concurrency` of them have a request on the wire;
+the others wait for a slot (first come, first served). A slot lends its request an HTTP client of
+one connection. Not one shared pool: httpcore re-examines every queued request and every
+connection (a socket poll each) whenever a request joins or leaves its pool, and with hundreds of
+webhooks pending that took the emulator's whole core. A delivery waiting to retry holds no slot.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,16 @@ import hashlib
 import hmac
 import json
 import logging
+import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from kapso_emulator.config import EmulatorConfig, PayloadVersion
+from kapso_emulator.config import DEFAULT_WEBHOOK_CONCURRENCY, EmulatorConfig, PayloadVersion
 from kapso_emulator.models import Delivery, DeliveryAttempt
 from kapso_emulator.state import EmulatorState, new_uuid
 
@@ -42,12 +51,26 @@ class _BatchBuffer:
 class WebhookDispatcher:
     """Creates deliveries and runs them in background tasks that `drain` can wait for."""
 
-    def __init__(self, state: EmulatorState, config: Callable[[], EmulatorConfig]) -> None:
+    def __init__(
+        self,
+        state: EmulatorState,
+        config: Callable[[], EmulatorConfig],
+        *,
+        concurrency: int = DEFAULT_WEBHOOK_CONCURRENCY,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("webhook concurrency must be at least 1")
         self._state = state
         self._config = config
+        self.concurrency = concurrency
         self._tasks: set[asyncio.Task[None]] = set()
         self._batches: dict[str, _BatchBuffer] = {}
-        self._client: httpx.AsyncClient | None = None
+        # Created on first use, in the running loop (the semaphore binds to it).
+        self._slots: asyncio.Semaphore | None = None
+        # Every client made (at most one per slot), and those no slot holds now.
+        self._clients: list[httpx.AsyncClient] = []
+        self._idle_clients: list[httpx.AsyncClient] = []
+        self._ssl_context: ssl.SSLContext | None = None
 
     # -- task bookkeeping ----------------------------------------------------------------------
 
@@ -87,14 +110,33 @@ class WebhookDispatcher:
 
     async def close(self) -> None:
         await self.cancel_all()
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients, self._idle_clients = self._clients, [], []
+        self._slots = None
+        for client in clients:
+            await client.aclose()
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient()
-        return self._client
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[httpx.AsyncClient]:
+        """Wait for a free slot; lend its client (a slot holds one, so there are at most N)."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.concurrency)
+        async with self._slots:
+            client = self._idle_clients.pop() if self._idle_clients else self._new_client()
+            try:
+                yield client
+            finally:
+                self._idle_clients.append(client)
+
+    def _new_client(self) -> httpx.AsyncClient:
+        if self._ssl_context is None:
+            # Loading the CA bundle takes ~20 ms; one context serves every client.
+            self._ssl_context = httpx.create_ssl_context()
+        client = httpx.AsyncClient(
+            verify=self._ssl_context,
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        )
+        self._clients.append(client)
+        return client
 
     # -- emitting ------------------------------------------------------------------------------
 
@@ -102,13 +144,16 @@ class WebhookDispatcher:
         self,
         event: str,
         *,
-        v2: dict[str, Any],
-        v1: dict[str, Any],
+        v2: Callable[[], dict[str, Any]],
+        v1: Callable[[], dict[str, Any]],
         conversation_id: str | None = None,
     ) -> Delivery | None:
-        """Send one event, or buffer it when batching applies; returns the delivery if created."""
+        """Send one event, or buffer it when batching applies; returns the delivery if created.
+
+        `v2` and `v1` render the body in each payload version; only the configured one is called.
+        """
         config = self._config()
-        payload = v1 if config.payload_version is PayloadVersion.V1 else v2
+        payload = v1() if config.payload_version is PayloadVersion.V1 else v2()
         if config.batching and event == MESSAGE_RECEIVED and conversation_id is not None:
             self._buffer(conversation_id, payload)
             return None
@@ -170,16 +215,16 @@ class WebhookDispatcher:
         if delivery.url is None:
             delivery.state = "no_webhook_url"
         else:
-            self.spawn(self._deliver(delivery))
+            self.spawn(self._deliver(delivery, body))
         return delivery
 
     # -- delivering ----------------------------------------------------------------------------
 
-    async def _deliver(self, delivery: Delivery) -> None:
+    async def _deliver(self, delivery: Delivery, body: bytes) -> None:
         schedule = list(self._config().retry_schedule_seconds)
         attempt = 1
         while True:
-            if await self._attempt(delivery, attempt):
+            if await self._attempt(delivery, body, attempt):
                 delivery.state = "delivered"
                 return
             if attempt > len(schedule):
@@ -190,26 +235,28 @@ class WebhookDispatcher:
             await asyncio.sleep(self._config().scaled(schedule[attempt - 1]))
             attempt += 1
 
-    async def _attempt(self, delivery: Delivery, attempt: int) -> bool:
+    async def _attempt(self, delivery: Delivery, body: bytes, attempt: int) -> bool:
+        """One POST; the time waiting for a slot is neither timed out nor counted as latency."""
         assert delivery.url is not None
-        config = self._config()
-        started = time.monotonic()
-        at = self._state.clock.now()
         status: int | None = None
         error: str | None = None
-        try:
-            response = await self._http().post(
-                delivery.url,
-                content=delivery.body.encode("utf-8"),
-                headers=delivery.headers,
-                timeout=config.scaled(config.webhook_timeout_seconds),
-            )
-            status = response.status_code
-        except httpx.TimeoutException:
-            error = "timeout"
-        except httpx.HTTPError as err:
-            error = f"{type(err).__name__}: {err}"
-        latency_ms = round((time.monotonic() - started) * 1000, 2)
+        async with self._slot() as client:
+            config = self._config()
+            started = time.monotonic()
+            at = self._state.clock.now()
+            try:
+                response = await client.post(
+                    delivery.url,
+                    content=body,
+                    headers=delivery.headers,
+                    timeout=config.scaled(config.webhook_timeout_seconds),
+                )
+                status = response.status_code
+            except httpx.TimeoutException:
+                error = "timeout"
+            except httpx.HTTPError as err:
+                error = f"{type(err).__name__}: {err}"
+            latency_ms = round((time.monotonic() - started) * 1000, 2)
         delivery.attempts.append(
             DeliveryAttempt(
                 attempt=attempt, at=at, status_code=status, error=error, latency_ms=latency_ms

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,11 @@ class WebhookReceiver:
     # Statuses to answer with, in order; once used up, 200.
     script: list[int] = field(default_factory=list)
     delay_seconds: float = 0.0
+    # Each delivery (idempotency key) is answered 500 this many times before the script applies.
+    failures_per_delivery: int = 0
+    # Requests being answered right now, and the most there ever were at once.
+    in_flight: int = 0
+    max_in_flight: int = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,19 +61,32 @@ class WebhookReceiver:
                         await send({"type": "lifespan.shutdown.complete"})
                         return
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = httpx.Headers([(k.decode(), v.decode()) for k, v in scope["headers"]])
-        self.requests.append(Received(body=body, headers=headers, at=time.monotonic()))
-        status = self.script.pop(0) if self.script else 200
-        if self.delay_seconds:
-            await asyncio.sleep(self.delay_seconds)
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            body = b""
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            headers = httpx.Headers([(k.decode(), v.decode()) for k, v in scope["headers"]])
+            self.requests.append(Received(body=body, headers=headers, at=time.monotonic()))
+            seen = sum(
+                1
+                for r in self.requests
+                if r.headers.get("x-idempotency-key") == headers.get("x-idempotency-key")
+            )
+            if seen <= self.failures_per_delivery:
+                status = 500
+            else:
+                status = self.script.pop(0) if self.script else 200
+            if self.delay_seconds:
+                await asyncio.sleep(self.delay_seconds)
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+        finally:
+            self.in_flight -= 1
 
     def events(self) -> list[str]:
         return [r.headers["x-webhook-event"] for r in self.requests]
@@ -160,10 +179,10 @@ async def kapso() -> AsyncIterator[RunningEmulator]:
         await app.emulator.webhooks.cancel_all()
 
 
-@pytest.fixture
-async def kapso_hooked(receiver: WebhookReceiver) -> AsyncIterator[RunningEmulator]:
-    """An emulator delivering webhooks to `receiver`."""
-    app = create_app(make_config(webhook_url=receiver.url))
+@asynccontextmanager
+async def running_emulator(config: EmulatorConfig, **create: Any) -> AsyncIterator[RunningEmulator]:
+    """An emulator served over HTTP (`create`: more `create_app` arguments), closed after."""
+    app = create_app(config, **create)
     assert isinstance(app, EmulatorApp)
     async with (
         serve(app) as url,
@@ -171,3 +190,10 @@ async def kapso_hooked(receiver: WebhookReceiver) -> AsyncIterator[RunningEmulat
     ):
         yield RunningEmulator(url=url, app=app, client=client)
         await app.emulator.webhooks.cancel_all()
+
+
+@pytest.fixture
+async def kapso_hooked(receiver: WebhookReceiver) -> AsyncIterator[RunningEmulator]:
+    """An emulator delivering webhooks to `receiver`."""
+    async with running_emulator(make_config(webhook_url=receiver.url)) as running:
+        yield running

@@ -94,11 +94,13 @@ def test_options_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAPSO_EMULATOR_WEBHOOK_URL", "http://127.0.0.1:8089/api/whatsapp/webhook")
     monkeypatch.setenv("KAPSO_WEBHOOK_SECRET", "from-the-service-env")
     monkeypatch.setenv("KAPSO_EMULATOR_PORT", "9999")
+    monkeypatch.setenv("KAPSO_EMULATOR_WEBHOOK_CONCURRENCY", "7")
 
     args = build_parser().parse_args(["serve", "--time-scale", "0.5", "--batching"])
     config = config_from_args(args)
 
     assert args.port == 9999
+    assert args.webhook_concurrency == 7
     assert config.webhook_url == "http://127.0.0.1:8089/api/whatsapp/webhook"
     assert config.webhook_secret == "from-the-service-env"
     assert config.time_scale == 0.5

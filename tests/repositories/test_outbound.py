@@ -79,6 +79,7 @@ async def test_status_moves_forward_only(repository: WhatsAppRepository) -> None
     assert sent.changed is True
     assert sent.message.status is OutboundStatus.SENT
     assert sent.message.wamid == wamid
+    assert sent.previous_status is OutboundStatus.PENDING
     assert await repository.find_outbound_by_wamid(wamid) == sent.message
 
     # Webhooks arrive out of order: read before delivered.
@@ -86,10 +87,12 @@ async def test_status_moves_forward_only(repository: WhatsAppRepository) -> None
     assert read is not None
     assert read.changed is True
     assert read.message.status is OutboundStatus.READ
+    assert read.previous_status is OutboundStatus.SENT
     late = await repository.advance_outbound_status_by_wamid(wamid, OutboundStatus.DELIVERED)
     assert late is not None
     assert late.changed is False
     assert late.message.status is OutboundStatus.READ
+    assert late.previous_status is OutboundStatus.READ
     failed_after_read = await repository.advance_outbound_status_by_wamid(
         wamid, OutboundStatus.FAILED, error_code="131047"
     )

@@ -297,6 +297,8 @@ class OutboundStatusChange(_Record):
 
     message: OutboundMessage
     changed: bool
+    # The status before this update (None from a store that did not say).
+    previous_status: OutboundStatus | None = None
 
 
 _OUTBOUND_RANK = {

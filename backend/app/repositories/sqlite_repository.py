@@ -149,26 +149,40 @@ class SqliteWhatsAppRepository:
     @asynccontextmanager
     async def _transaction(self, *, write: bool) -> AsyncIterator[aiosqlite.Connection]:
         """One transaction, with SQLite's errors turned into store errors."""
-        async with self._lock:
+        async with self._lock, self._store_errors():
+            connection = await self._connect()
+            await connection.execute("begin immediate" if write else "begin")
             try:
-                connection = await self._connect()
-                await connection.execute("begin immediate" if write else "begin")
-                try:
-                    yield connection
-                except BaseException:
-                    await connection.execute("rollback")
-                    raise
-                await connection.execute("commit")
-            except sqlite3.IntegrityError as err:
-                raise StoreConstraintError(f"sqlite: {err}") from err
-            except sqlite3.OperationalError as err:
-                # Locked beyond the busy timeout, disk full or unreadable, cannot open the file.
-                raise StoreUnavailableError(f"sqlite: {err}") from err
-            except (sqlite3.Error, ValueError) as err:
-                raise StoreError(f"sqlite: {err}") from err
-            except OSError as err:
-                # The file's directory cannot be created or read.
-                raise StoreUnavailableError(f"sqlite file {self._path}: {err}") from err
+                yield connection
+            except BaseException:
+                await connection.execute("rollback")
+                raise
+            await connection.execute("commit")
+
+    async def _statement(
+        self, sql: str, params: Sequence[object] | Mapping[str, object] = ()
+    ) -> list[dict[str, object]]:
+        """One statement on its own: atomic by itself in autocommit mode, so it needs no
+        begin/commit — one trip to aiosqlite's thread instead of three."""
+        async with self._lock, self._store_errors():
+            connection = await self._connect()
+            return await self._fetch_all(connection, sql, params)
+
+    @asynccontextmanager
+    async def _store_errors(self) -> AsyncIterator[None]:
+        """SQLite's errors as store errors."""
+        try:
+            yield
+        except sqlite3.IntegrityError as err:
+            raise StoreConstraintError(f"sqlite: {err}") from err
+        except sqlite3.OperationalError as err:
+            # Locked beyond the busy timeout, disk full or unreadable, cannot open the file.
+            raise StoreUnavailableError(f"sqlite: {err}") from err
+        except (sqlite3.Error, ValueError) as err:
+            raise StoreError(f"sqlite: {err}") from err
+        except OSError as err:
+            # The file's directory cannot be created or read.
+            raise StoreUnavailableError(f"sqlite file {self._path}: {err}") from err
 
     @staticmethod
     async def _fetch_all(
@@ -192,27 +206,22 @@ class SqliteWhatsAppRepository:
     async def _read_one(
         self, model: type[ModelT], sql: str, params: Sequence[object] | Mapping[str, object] = ()
     ) -> ModelT | None:
-        async with self._transaction(write=False) as connection:
-            row = await self._fetch_one(connection, sql, params)
-        return _parse(model, row) if row else None
+        rows = await self._statement(sql, params)
+        return _parse(model, rows[0]) if rows else None
 
     async def _read_all(
         self, model: type[ModelT], sql: str, params: Sequence[object] | Mapping[str, object] = ()
     ) -> list[ModelT]:
-        async with self._transaction(write=False) as connection:
-            rows = await self._fetch_all(connection, sql, params)
-        return [_parse(model, row) for row in rows]
+        return [_parse(model, row) for row in await self._statement(sql, params)]
 
     async def _write_returning_one(
         self, model: type[ModelT], sql: str, params: Sequence[object] | Mapping[str, object]
     ) -> ModelT | None:
-        async with self._transaction(write=True) as connection:
-            row = await self._fetch_one(connection, sql, params)
-        return _parse(model, row) if row else None
+        rows = await self._statement(sql, params)
+        return _parse(model, rows[0]) if rows else None
 
     async def ping(self) -> None:
-        async with self._transaction(write=False) as connection:
-            await self._fetch_all(connection, "select 1")
+        await self._statement("select 1")
 
     # --- users and companies ----------------------------------------------------------------
 
@@ -634,19 +643,16 @@ class SqliteWhatsAppRepository:
         )
 
     async def complete_inbox_event(self, event_id: UUID, *, owner: str) -> InboxEvent | None:
-        async with self._transaction(write=True) as connection:
-            return await self._complete_in(connection, event_id, owner, _ts(_now()))
+        now = _ts(_now())
+        return await self._write_returning_one(
+            InboxEvent, _COMPLETE_INBOX_EVENT, (now, now, str(event_id), owner)
+        )
 
     async def _complete_in(
         self, connection: aiosqlite.Connection, event_id: UUID, owner: str, now: str
     ) -> InboxEvent | None:
         row = await self._fetch_one(
-            connection,
-            """update whatsapp_inbox_events
-                  set state = 'done', lease_owner = null, lease_expires_at = null,
-                      completed_at = ?, updated_at = ?
-                where id = ? and state = 'processing' and lease_owner = ? returning *""",
-            (now, now, str(event_id), owner),
+            connection, _COMPLETE_INBOX_EVENT, (now, now, str(event_id), owner)
         )
         return _parse(InboxEvent, row) if row else None
 
@@ -862,9 +868,13 @@ class SqliteWhatsAppRepository:
                 (set_wamid, _ts(_now()), str(current.id)),
             )
         else:
-            return OutboundStatusChange(message=current, changed=False)
+            return OutboundStatusChange(
+                message=current, changed=False, previous_status=current.status
+            )
         return OutboundStatusChange(
-            message=_parse(OutboundMessage, _required(row, "outbound message")), changed=True
+            message=_parse(OutboundMessage, _required(row, "outbound message")),
+            changed=True,
+            previous_status=current.status,
         )
 
     async def get_outbound(self, outbound_id: UUID) -> OutboundMessage | None:
@@ -954,6 +964,13 @@ class SqliteWhatsAppRepository:
             (try_normalize_phone(to_phone) or to_phone, purpose),
         )
 
+
+_COMPLETE_INBOX_EVENT = """
+    update whatsapp_inbox_events
+       set state = 'done', lease_owner = null, lease_expires_at = null,
+           completed_at = ?, updated_at = ?
+     where id = ? and state = 'processing' and lease_owner = ? returning *
+"""
 
 _CONVERSATION_BY_KAPSO_ID = """
     select * from conversations

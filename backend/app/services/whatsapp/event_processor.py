@@ -79,7 +79,13 @@ class WhatsAppEventProcessor:
             and event.origin is MessageOrigin.BUSINESS_APP
         ):
             await self._store_manual(event)
-        elif change is not None and change.changed:
+        elif (
+            change is not None
+            and change.changed
+            and change.previous_status not in ACCEPTED_OUTBOUND_STATUSES
+        ):
+            # This webhook settled the send (it was pending or unknown): its copy may be
+            # missing. Once accepted, the copy was stored with the status (`record_sent`).
             await self._store_settled_api_send(change.message)
 
     async def _advance(

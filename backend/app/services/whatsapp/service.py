@@ -241,11 +241,11 @@ class WhatsAppService:
             error = app_error_from_kapso(exc)
             await self._record_failure(row, exc, error)
             raise error from exc
-        await self._repository.advance_outbound_status(
-            row.id, OutboundStatus.SENT, wamid=result.wamid
-        )
-        if target.conversation is not None:
-            await self._conversations.store_outbound(
+        # One transaction: the status with its wamid, and the conversation's copy.
+        await self._repository.record_sent(
+            row.id,
+            wamid=result.wamid,
+            message=self._conversations.outbound_message(
                 target.conversation.id,
                 content=send.stored_content,
                 wamid=result.wamid,
@@ -253,6 +253,9 @@ class WhatsAppService:
                 outbound_id=row.id,
                 sender_user_id=principal.user_id,
             )
+            if target.conversation is not None
+            else None,
+        )
         return SendResponse(
             message_id=result.wamid,
             conversation_id=target.kapso_conversation_id,

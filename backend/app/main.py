@@ -14,7 +14,7 @@ from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.settings import Settings, get_settings
 from app.repositories.errors import StoreUnavailableError
-from app.routers.whatsapp.main import router as whatsapp_router
+from app.routers.whatsapp.main import include_whatsapp_routes
 from app.services.whatsapp.responder import Responder
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, *, responder: Responder | None 
         lifespan=lifespan,
     )
     install_error_handlers(app, unavailable=(StoreUnavailableError,))
-    app.include_router(whatsapp_router)
+    include_whatsapp_routes(app)
 
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, str]:

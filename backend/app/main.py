@@ -57,6 +57,9 @@ def create_app(settings: Settings | None = None, *, responder: Responder | None 
         version="0.1.0",
         summary="Kapso webhooks in, WhatsApp messages out, for Fizko's users.",
         lifespan=lifespan,
+        telemetry=None
+        if settings.telemetry_enabled
+        else {"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app, unavailable=(StoreUnavailableError,))
     include_whatsapp_routes(app)

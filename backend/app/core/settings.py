@@ -34,6 +34,9 @@ class Settings(BaseSettings):
 
     environment: Environment = Environment.DEVELOPMENT
     log_level: str = "INFO"
+    # FastAPI's native OpenTelemetry (traces, metrics, logs; it needs an OTel SDK configured).
+    # Off by default: even unused, it checks for an OTel provider on every request.
+    telemetry_enabled: bool = False
 
     # Kapso
     kapso_api_key: SecretStr | None = None

@@ -10,9 +10,11 @@ from app.routers.whatsapp.schemas import ErrorResponse, WebhookAck, webhook_ack_
 
 router = APIRouter(tags=["webhooks"])
 
+WEBHOOK_PATH = "/webhook"
+
 
 @router.post(
-    "/webhook",
+    WEBHOOK_PATH,
     response_model=WebhookAck,
     responses={
         400: {"model": ErrorResponse, "description": "The body is not a Kapso delivery."},

@@ -805,7 +805,10 @@ class SqliteWhatsAppRepository:
         error_code: str | None = None,
         error_message: str | None = None,
     ) -> OutboundStatusChange | None:
-        return await self._advance("id", str(outbound_id), status, wamid, error_code, error_message)
+        async with self._transaction(write=True) as connection:
+            return await self._advance_in(
+                connection, "id", str(outbound_id), status, wamid, error_code, error_message
+            )
 
     async def advance_outbound_status_by_wamid(
         self,
@@ -815,20 +818,9 @@ class SqliteWhatsAppRepository:
         error_code: str | None = None,
         error_message: str | None = None,
     ) -> OutboundStatusChange | None:
-        return await self._advance("wamid", wamid, status, None, error_code, error_message)
-
-    async def _advance(
-        self,
-        key_column: str,
-        key: str,
-        status: OutboundStatus,
-        set_wamid: str | None,
-        error_code: str | None,
-        error_message: str | None,
-    ) -> OutboundStatusChange | None:
         async with self._transaction(write=True) as connection:
             return await self._advance_in(
-                connection, key_column, key, status, set_wamid, error_code, error_message
+                connection, "wamid", wamid, status, None, error_code, error_message
             )
 
     async def _advance_in(

@@ -596,19 +596,10 @@ class SupabaseWhatsAppRepository:
         message: NewMessage | None = None,
         complete: InboxLease | None = None,
     ) -> SentRecord:
-        stored: JSON = None
-        if message is not None:
-            stored = {
-                "conversation_id": str(message.conversation_id),
-                "role": message.role.value,
-                "content": message.content,
-                "metadata": message.metadata.model_dump(mode="json", exclude_none=True),
-                "user_id": str(message.user_id) if message.user_id else None,
-            }
         params: dict[str, JSON] = {
             "p_outbound_id": str(outbound_id),
             "p_wamid": wamid,
-            "p_message": stored,
+            "p_message": _message_json(message) if message is not None else None,
             "p_event_id": str(complete.event_id) if complete else None,
             "p_owner": complete.owner if complete else None,
         }
@@ -632,15 +623,20 @@ class SupabaseWhatsAppRepository:
         return await self._first(query, OutboundMessage)
 
 
+def _message_json(message: NewMessage) -> dict[str, JSON]:
+    """A message as `whatsapp_append_message` takes it (its arguments, without the `p_`)."""
+    return {
+        "conversation_id": str(message.conversation_id),
+        "role": message.role.value,
+        "content": message.content,
+        "metadata": message.metadata.model_dump(mode="json", exclude_none=True),
+        "user_id": str(message.user_id) if message.user_id else None,
+    }
+
+
 def _append_params(message: NewMessage) -> dict[str, JSON]:
     """The arguments of `whatsapp_append_message` (and the functions that call it)."""
-    return {
-        "p_conversation_id": str(message.conversation_id),
-        "p_role": message.role.value,
-        "p_content": message.content,
-        "p_metadata": message.metadata.model_dump(mode="json", exclude_none=True),
-        "p_user_id": str(message.user_id) if message.user_id else None,
-    }
+    return {f"p_{name}": value for name, value in _message_json(message).items()}
 
 
 def _outbound_row(message: NewOutboundMessage) -> dict[str, JSON]:

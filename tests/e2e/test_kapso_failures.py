@@ -3,6 +3,7 @@ down for good (the event goes dead, an operator replays it). Always one reply, n
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -297,3 +298,45 @@ async def test_a_failing_responder_never_loses_the_users_message(store: StoreCho
         assert [(m.role, m.content) for m in messages] == [(MessageRole.USER, "¿Cuánto IVA debo?")]
         assert await flow.repository.list_outbound_for_inbox_event(dead.id) == []
         assert await flow.outbox(profile.phone, wait_count=1, wait_seconds=0.5) == []
+
+
+class _DiesOnceResponder:
+    """The first answer never finishes (its task dies, as in a crash or a hard stop); the
+    second sees whether the user's message was stored before it was asked."""
+
+    def __init__(self, flow_repository: list[Any]) -> None:
+        self.repository = flow_repository
+        self.stored_when_asked: list[bool] = []
+
+    async def reply(self, request: ResponderRequest) -> str:
+        repository = self.repository[0]
+        messages = await repository.list_messages(request.conversation_id)
+        self.stored_when_asked.append(
+            any(m.role is MessageRole.USER and m.content == request.text for m in messages)
+        )
+        if len(self.stored_when_asked) == 1:
+            raise asyncio.CancelledError  # the event's task ends without a trace in the store
+        return "Listo."
+
+
+async def test_a_retry_stores_the_users_message_before_asking_again(store: StoreChoice) -> None:
+    holder: list[Any] = []
+    responder = _DiesOnceResponder(holder)
+    async with local_flow(store, responder=responder, worker_lease_seconds=1.5) as flow:
+        holder.append(flow.repository)
+        profile, _ = await make_member(flow.repository)
+        assert profile.phone is not None
+        sent = await flow.say(profile.phone, "Hola")
+        done = await _wait_state(flow, sent["message"]["id"], InboxState.DONE, within=30)
+        assert done.attempts == 2  # the lease ran out and the event was claimed again
+        # First ask: not stored yet (it is stored with the reply); the retry stored it first.
+        assert responder.stored_when_asked == [False, True]
+        (reply,) = await flow.outbox(profile.phone, wait_count=1)
+        assert reply["request"]["text"]["body"] == "Listo."
+        conversation = await flow.repository.find_conversation_by_kapso_id(sent["conversation_id"])
+        assert conversation is not None
+        messages = await flow.repository.list_messages(conversation.id)
+        assert [(m.role, m.content) for m in messages] == [
+            (MessageRole.USER, "Hola"),
+            (MessageRole.ASSISTANT, "Listo."),
+        ]

@@ -119,3 +119,50 @@ async def test_several_writers_overlap_and_every_caller_gets_its_results() -> No
     assert most == 2
     written = sorted(item for batch in recorder.batches for items in batch for item in items)
     assert written == list(range(100))  # each exactly once
+
+
+async def test_each_caller_gets_the_outcome_of_the_batch_that_carried_it() -> None:
+    """With two writers, a caller whose items another writer took may meanwhile write (and
+    fail) a later batch: it still answers with its own batch's outcome, not the other's."""
+    log: list[tuple[str, list[str]]] = []
+    durations = {"A": 0.05, "B": 0.2, "C": 0.3, "X": 0.01}
+
+    async def write(batch: Sequence[Sequence[str]]) -> list[list[str]]:
+        names = [items[0] for items in batch]
+        await asyncio.sleep(durations[names[0]])
+        if names[0] == "X":
+            log.append(("fail", names))
+            raise StoreUnavailableError("batch X failed")
+        log.append(("ok", names))
+        return [[f"ok-{item}" for item in items] for items in batch]
+
+    group = GroupCommit(write, writers=2)
+
+    async def call(name: str, delay: float) -> str:
+        await asyncio.sleep(delay)
+        try:
+            return (await group.submit([name]))[0]
+        except StoreUnavailableError as exc:
+            return f"failed: {exc}"
+
+    results = await asyncio.gather(
+        call("A", 0), call("B", 0.001), call("C", 0.01), call("D", 0.011), call("X", 0.06)
+    )
+    assert ("ok", ["C", "D"]) in log  # D went out with C...
+    assert ("fail", ["X"]) in log  # ...while D's own task wrote X's batch, which failed
+    assert results == ["ok-A", "ok-B", "ok-C", "ok-D", "failed: batch X failed"]
+
+
+async def test_a_caller_cancelled_while_waiting_is_never_written() -> None:
+    recorder = Recorder(delay=0.05)
+    group = GroupCommit(recorder.write)
+    first = asyncio.create_task(group.submit([1]))
+    await asyncio.sleep(0.01)
+    gone = asyncio.create_task(group.submit([2]))
+    await asyncio.sleep(0.01)
+    gone.cancel()
+    assert await first == [2]
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert await group.submit([3]) == [6]
+    assert recorder.batches == [[[1]], [[3]]]

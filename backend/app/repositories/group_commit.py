@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from app.repositories.errors import StoreError, StoreUnavailableError
 
@@ -43,33 +43,39 @@ class GroupCommit(Generic[ItemT, ResultT]):
     async def submit(self, items: Sequence[ItemT]) -> list[ResultT]:
         """Write `items` (in some batch) and return their results once committed."""
         waiting = _Waiting[ItemT, ResultT](items, asyncio.get_running_loop().create_future())
+        # A caller gone (cancelled) before its batch failed never reads the failure.
+        waiting.done.add_done_callback(_retrieve)
         self._queue.append(waiting)
-        while not waiting.done.done():
-            async with self._writer:
-                if waiting.done.done():
-                    break
-                batch = self._take_batch()
-                if batch:
-                    await self._write_batch(batch, waiting)
-                    continue
-            # Ours is in a batch another writer has in flight: wait for that one.
-            await asyncio.shield(waiting.done)
+        try:
+            while not waiting.done.done():
+                async with self._writer:
+                    if waiting.done.done():
+                        break
+                    batch = self._take_batch()
+                    if batch:
+                        # Settles every caller in the batch (ours, when it is in it).
+                        await self._write_batch(batch)
+                        continue
+                # Ours is in a batch another writer has in flight: wait for that one.
+                await asyncio.shield(waiting.done)
+        except BaseException:
+            if waiting in self._queue:
+                # Cancelled before any writer took it: it is never written.
+                self._queue.remove(waiting)
+            raise
         return waiting.done.result()
 
-    async def _write_batch(
-        self, batch: list[_Waiting[ItemT, ResultT]], waiting: _Waiting[ItemT, ResultT]
-    ) -> None:
+    async def _write_batch(self, batch: list[_Waiting[ItemT, ResultT]]) -> None:
+        """Write one batch and settle its callers: each gets its results or the failure."""
         try:
             results = await self._write([entry.items for entry in batch])
         except BaseException as exc:
             for entry in batch:
-                if entry is not waiting and not entry.done.done():
+                if not entry.done.done():
                     entry.done.set_exception(_batch_failure(exc))
-            if waiting in self._queue:
-                # Ours was not in this batch: it fails too rather than being written later,
-                # after its caller was told it failed.
-                self._queue.remove(waiting)
-            raise
+            if not isinstance(exc, Exception):
+                raise  # the writing caller itself was cancelled
+            return
         for entry, result in zip(batch, results, strict=True):
             if not entry.done.done():
                 entry.done.set_result(result)
@@ -85,6 +91,11 @@ class GroupCommit(Generic[ItemT, ResultT]):
             size += len(entry.items)
         batch, self._queue = self._queue[:count], self._queue[count:]
         return batch
+
+
+def _retrieve(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()
 
 
 def _batch_failure(exc: BaseException) -> BaseException:

@@ -604,7 +604,11 @@ class SqliteWhatsAppRepository:
             )
         events = [
             _parse(InboxEvent, row).model_copy(
-                update={"conversation": conversations.get(str(row["conversation_key"]))}
+                update={
+                    "conversation": conversations.get(str(row["conversation_key"]))
+                    if row["conversation_key"]
+                    else None
+                }
             )
             for row in rows
         ]

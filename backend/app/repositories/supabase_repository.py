@@ -86,9 +86,10 @@ class SupabaseWhatsAppRepository:
         self._http = http_client
         # Concurrent webhook deliveries share one `whatsapp_inbox_record` call (group commit):
         # one HTTP request and one transaction for many, instead of one each.
-        # Two writes in flight at a time overlap one request's network and commit time with
-        # the next batch's.
-        self._inbox_writes = GroupCommit(self._record_inbox_batch, writers=2)
+        # One write at a time: batches commit in the order their events were numbered, so a
+        # claim never sees a conversation's newer event before an older one still being written
+        # (two writers measured no better: bench/README.md).
+        self._inbox_writes = GroupCommit(self._record_inbox_batch)
 
     @classmethod
     async def connect(

@@ -59,7 +59,7 @@ class WhatsAppEventProcessor:
                     logger.info("Ignoring an outbound message delivered as received")
                     return False
                 return await self._inbound.handle(inbox_event, event)
-            await self._message_status(event)
+            await self._message_status(inbox_event, event)
         elif isinstance(event, ConversationEvent):
             await self._conversation(event)
         else:
@@ -67,7 +67,7 @@ class WhatsAppEventProcessor:
             logger.info("Ignoring unknown webhook event %s", event.event)
         return False
 
-    async def _message_status(self, event: MessageEvent) -> None:
+    async def _message_status(self, inbox_event: InboxEvent, event: MessageEvent) -> None:
         status = _STATUS_BY_EVENT.get(event.event)
         if status is None:
             logger.info("Ignoring message event %s", event.event)
@@ -79,13 +79,13 @@ class WhatsAppEventProcessor:
             and event.origin is MessageOrigin.BUSINESS_APP
         ):
             await self._store_manual(event)
-        elif (
-            change is not None
-            and change.changed
-            and change.previous_status not in ACCEPTED_OUTBOUND_STATUSES
+        elif change is not None and (
+            (change.changed and change.previous_status not in ACCEPTED_OUTBOUND_STATUSES)
+            or inbox_event.attempts > 1
         ):
-            # This webhook settled the send (it was pending or unknown): its copy may be
-            # missing. Once accepted, the copy was stored with the status (`record_sent`).
+            # This webhook settled the send (it was pending or unknown), or an earlier attempt
+            # at it may have failed before storing: the copy may be missing (storing it is
+            # idempotent). Otherwise the copy was stored with the status (`record_sent`).
             await self._store_settled_api_send(change.message)
 
     async def _advance(

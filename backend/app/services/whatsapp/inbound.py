@@ -188,6 +188,10 @@ class InboundMessageHandler:
                 for index, row in enumerate(earlier)
             ]
             return planned, False
+        if _ran_before(inbox_event):
+            # An earlier attempt may have died (a crash, a cancelled task) while the responder
+            # ran: the user's message is stored before asking again, so it is never lost.
+            await self._conversations.store_inbound(conversation, event, identity.user_id)
         try:
             parts = await self._answer(event, identity, conversation)
         except Exception:
@@ -222,9 +226,8 @@ class InboundMessageHandler:
 
     async def _earlier_replies(self, inbox_event: InboxEvent) -> list[OutboundMessage]:
         """The reply parts an earlier attempt at this event recorded."""
-        # Only an event that ran before can have recorded replies: a retry (attempts > 1) or a
-        # replayed dead event (attempts start over at 1, but its last error is kept).
-        if inbox_event.attempts <= 1 and inbox_event.last_error is None:
+        # Only an event that ran before can have recorded replies.
+        if not _ran_before(inbox_event):
             return []
         earlier = await self._repository.list_outbound_for_inbox_event(inbox_event.id)
         replies = [row for row in earlier if row.purpose == PURPOSE_REPLY and row.content]
@@ -367,6 +370,12 @@ class InboundMessageHandler:
             )
         except KapsoError as exc:
             logger.warning("Could not mark %s read: %s", event.wamid, exc)
+
+
+def _ran_before(inbox_event: InboxEvent) -> bool:
+    """A retry (attempts > 1) or a replayed dead event (attempts start over at 1, but its last
+    error is kept): an earlier attempt may have left effects behind."""
+    return inbox_event.attempts > 1 or inbox_event.last_error is not None
 
 
 def _claimed_conversation(

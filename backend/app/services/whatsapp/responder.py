@@ -30,8 +30,9 @@ class Attachment(BaseModel):
 class ResponderRequest(BaseModel):
     """Everything an assistant needs to answer one inbound message.
 
-    The message itself is not in the conversation's stored history yet: it is stored with the
-    reply's record, in one transaction, once the answer is decided (or at once if `reply` fails).
+    On a first attempt the message is not in the conversation's stored history yet: it is
+    stored with the reply's record, in one transaction, once the answer is decided (or at once
+    if `reply` fails). A retry stores it before asking again.
     """
 
     model_config = ConfigDict(frozen=True)

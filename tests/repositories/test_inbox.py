@@ -282,3 +282,28 @@ async def test_backoff_delays_the_next_claim(repository: WhatsAppRepository, tag
     assert await claim_mine(repository, tag, "w") == []
     await asyncio.sleep(0.7)
     assert names(await claim_mine(repository, tag, "w")) == ["later"]
+
+
+async def test_a_replayed_older_event_waits_for_the_conversations_event_in_flight(
+    repository: WhatsAppRepository, tag: str
+) -> None:
+    """An older event can become unfinished after a newer one of its conversation was claimed
+    (here: replayed from dead while the next one runs). It is not handed out beside it."""
+    await repository.record_inbox_events(
+        [event(tag, "first", conversation="c"), event(tag, "second", conversation="c")]
+    )
+    [first] = await claim_mine(repository, tag, "w1")
+    assert names([first]) == ["first"]
+    dead = await repository.fail_inbox_event(
+        first.id, owner="w1", error="boom", retry_delay_seconds=0, max_attempts=3, permanent=True
+    )
+    assert dead is not None
+    assert dead.state is InboxState.DEAD
+    [second] = await claim_mine(repository, tag, "w1")
+    assert names([second]) == ["second"]
+
+    assert await repository.requeue_inbox_event(first.id) is not None
+    # The conversation has an event in flight: nothing of it is handed out meanwhile.
+    assert await claim_mine(repository, tag, "w2") == []
+    assert await repository.complete_inbox_event(second.id, owner="w1") is not None
+    assert names(await claim_mine(repository, tag, "w2")) == ["first"]

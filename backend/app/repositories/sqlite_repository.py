@@ -64,11 +64,18 @@ _JSON_COLUMNS = ("metadata", "payload")
 _CLAIMABLE = """
     ((e.state = 'pending' and e.next_attempt_at <= :now)
       or (e.state = 'processing' and e.lease_expires_at <= :now))
-    and (e.conversation_key is null or not exists (
-      select 1 from whatsapp_inbox_events older
-       where older.conversation_key = e.conversation_key
-         and older.seq < e.seq
-         and older.state in ('pending', 'processing')))
+    and (e.conversation_key is null or (
+      not exists (
+        select 1 from whatsapp_inbox_events older
+         where older.conversation_key = e.conversation_key
+           and older.seq < e.seq
+           and older.state in ('pending', 'processing'))
+      and not exists (
+        select 1 from whatsapp_inbox_events busy
+         where busy.conversation_key = e.conversation_key
+           and busy.state = 'processing'
+           and busy.lease_expires_at > :now
+           and busy.id <> e.id)))
 """
 
 

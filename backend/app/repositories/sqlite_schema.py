@@ -193,4 +193,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """create index whatsapp_outbound_messages_inbox_event_idx
              on whatsapp_outbound_messages (inbox_event_id)""",
     ),
+    (
+        # Events in flight, per conversation: a claim skips a conversation that has one.
+        """create index whatsapp_inbox_events_in_flight_idx
+             on whatsapp_inbox_events (conversation_key) where state = 'processing'""",
+    ),
 )

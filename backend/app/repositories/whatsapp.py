@@ -176,7 +176,8 @@ class WhatsAppRepository(Protocol):
         """Lease up to `limit` due events to `owner`, oldest first, counting an attempt each.
 
         Due: pending with next_attempt_at reached, or processing with an expired lease. Only the
-        oldest unfinished event of each conversation key is handed out. An expired lease on the
+        oldest unfinished event of each conversation key is handed out, and none while another
+        event of its key is in flight (processing, lease alive). An expired lease on the
         last allowed attempt makes the event dead instead. Each event comes with the stored
         WhatsApp conversation whose Kapso id is its conversation key (`InboxEvent.conversation`).
         """

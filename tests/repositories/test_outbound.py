@@ -221,3 +221,20 @@ async def test_outbound_of_an_inbox_event(repository: WhatsAppRepository, tag: s
     assert [m.id for m in listed] == [p.message.id for p in parts]
     assert [m.content for m in listed] == ["part 0", "part 1"]
     assert await repository.list_outbound_for_inbox_event(uuid.uuid4()) == []
+
+
+async def test_record_with_the_first_attempt_counted(repository: WhatsAppRepository) -> None:
+    key = f"key-{uuid.uuid4()}"
+    first = await repository.record_outbound(
+        outbound(idempotency_key=key, content="hola"), count_attempt=True
+    )
+    assert first.created is True
+    assert first.message.send_attempts == 1
+    assert first.message.last_attempt_at is not None
+    assert await repository.get_outbound(first.message.id) == first.message
+    # The same key again: the existing row, no attempt counted on it.
+    again = await repository.record_outbound(outbound(idempotency_key=key), count_attempt=True)
+    assert again.created is False
+    assert again.message == first.message
+    plain = await repository.record_outbound(outbound(content="sin contar"))
+    assert plain.message.send_attempts == 0

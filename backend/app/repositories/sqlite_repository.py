@@ -730,9 +730,13 @@ class SqliteWhatsAppRepository:
 
     # --- outbound messages ------------------------------------------------------------------
 
-    async def record_outbound(self, message: NewOutboundMessage) -> OutboundRecordResult:
+    async def record_outbound(
+        self, message: NewOutboundMessage, *, count_attempt: bool = False
+    ) -> OutboundRecordResult:
         async with self._transaction(write=True) as connection:
-            return await self._record_outbound_in(connection, message, _ts(_now()))
+            return await self._record_outbound_in(
+                connection, message, _ts(_now()), count_attempt=count_attempt
+            )
 
     async def _record_outbound_in(
         self,

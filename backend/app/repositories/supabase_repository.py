@@ -479,9 +479,14 @@ class SupabaseWhatsAppRepository:
 
     # --- outbound messages ------------------------------------------------------------------
 
-    async def record_outbound(self, message: NewOutboundMessage) -> OutboundRecordResult:
+    async def record_outbound(
+        self, message: NewOutboundMessage, *, count_attempt: bool = False
+    ) -> OutboundRecordResult:
+        function = (
+            "whatsapp_outbound_record_attempted" if count_attempt else "whatsapp_outbound_record"
+        )
         result = await self._one_json(
-            self._client.rpc("whatsapp_outbound_record", {"p_message": _outbound_row(message)}),
+            self._client.rpc(function, {"p_message": _outbound_row(message)}),
             OutboundRecordResult,
         )
         if result is None:

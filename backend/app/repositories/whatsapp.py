@@ -221,9 +221,14 @@ class WhatsAppRepository(Protocol):
 
     # --- Outbound messages ---
 
-    async def record_outbound(self, message: NewOutboundMessage) -> OutboundRecordResult:
+    async def record_outbound(
+        self, message: NewOutboundMessage, *, count_attempt: bool = False
+    ) -> OutboundRecordResult:
         """Record a message before sending it; the same idempotency key (per user) or wamid
-        returns the existing row with created=False, and the caller must not send again."""
+        returns the existing row with created=False, and the caller must not send again.
+
+        With `count_attempt`, a row created by this call has its first send attempt counted
+        (as `mark_outbound_attempt`): the caller sends it next."""
         ...
 
     async def mark_outbound_attempt(self, outbound_id: UUID) -> OutboundMessage:

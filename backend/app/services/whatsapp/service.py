@@ -229,12 +229,13 @@ class WhatsAppService:
                 business_phone_number_id=target.business_phone_number_id,
                 idempotency_key=idempotency_key,
                 request_fingerprint=fingerprint,
-            )
+            ),
+            count_attempt=True,
         )
         if not recorded.created:
             # The same key arrived concurrently: one request sends, the other replays.
             return _replay(recorded.message, fingerprint)
-        row = await self._repository.mark_outbound_attempt(recorded.message.id)
+        row = recorded.message  # recorded with this attempt counted
         try:
             result = await send.call(target.phone, target.business_phone_number_id, str(row.id))
         except KapsoError as exc:

@@ -412,10 +412,7 @@ class SupabaseWhatsAppRepository:
             "p_max_attempts": max_attempts,
         }
         query = self._client.rpc("whatsapp_inbox_claim_with_conversation", params)
-        data = await self._execute(query)
-        if not isinstance(data, list):
-            raise StoreError(f"expected a list of claimed events, got {type(data).__name__}")
-        events = [_parse(InboxEvent, item) for item in data]
+        events = await self._rows(query, InboxEvent)
         return sorted(events, key=lambda event: event.seq)
 
     async def extend_inbox_lease(

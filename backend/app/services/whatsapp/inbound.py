@@ -167,22 +167,31 @@ class InboundMessageHandler:
     ) -> tuple[list[tuple[OutboundMessage, OutboundText]], bool]:
         """The reply's messages, each recorded, and whether the first was just recorded with
         its send attempt counted (then nothing was sent for it before)."""
+
+        def reply(content: str, key: str) -> OutboundText:
+            return self._outbound(
+                inbox_event,
+                event,
+                phone,
+                business,
+                PURPOSE_REPLY,
+                content,
+                key=key,
+                conversation=conversation,
+                company=identity,
+            )
+
         earlier = await self._earlier_replies(inbox_event)
         if earlier:
             # Re-asking the assistant could word it differently: resend what was decided (the
             # user's message was stored with these records).
+            total = len(earlier)
             planned = [
                 (
                     row,
-                    self._reply(
-                        inbox_event,
-                        event,
-                        phone,
-                        business,
+                    reply(
                         row.content or "",
-                        row.idempotency_key or _reply_key(inbox_event, index, len(earlier)),
-                        conversation,
-                        identity,
+                        row.idempotency_key or _reply_key(inbox_event, index, total),
                     ),
                 )
                 for index, row in enumerate(earlier)
@@ -199,16 +208,7 @@ class InboundMessageHandler:
             await self._store_inbound_quietly(conversation, event, identity)
             raise
         messages = [
-            self._reply(
-                inbox_event,
-                event,
-                phone,
-                business,
-                part,
-                _reply_key(inbox_event, index, len(parts)),
-                conversation,
-                identity,
-            )
+            reply(part, _reply_key(inbox_event, index, len(parts)))
             for index, part in enumerate(parts)
         ]
         # One transaction: the user's message, every part recorded before any is sent (a retry
@@ -274,29 +274,6 @@ class InboundMessageHandler:
             )
         )
         return format_reply(answer)
-
-    def _reply(
-        self,
-        inbox_event: InboxEvent,
-        event: MessageEvent,
-        phone: str,
-        business: str | None,
-        content: str,
-        key: str,
-        conversation: Conversation,
-        identity: WhatsAppIdentity,
-    ) -> OutboundText:
-        return self._outbound(
-            inbox_event,
-            event,
-            phone,
-            business,
-            PURPOSE_REPLY,
-            content,
-            key=key,
-            conversation=conversation,
-            company=identity,
-        )
 
     async def _notice(
         self,

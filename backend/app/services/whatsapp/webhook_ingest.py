@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 _EVENT = EVENT_HEADER.lower()
 _SIGNATURE = SIGNATURE_HEADER.lower()
 _BATCH = BATCH_HEADER.lower()
+_IDEMPOTENCY = IDEMPOTENCY_HEADER.lower()
 _PAYLOAD_VERSION = PAYLOAD_VERSION_HEADER.lower()
 
 
@@ -118,11 +119,11 @@ def to_inbox_events(
 
     `headers` has lowercase names.
     """
-    key = headers.get(IDEMPOTENCY_HEADER.lower()) or (
+    key = headers.get(_IDEMPOTENCY) or (
         # No key (a hand-made request): the same body is the same delivery.
         "sha256:" + hashlib.sha256(raw_body).hexdigest()
     )
-    is_batch = len(events) > 1 or (headers.get(BATCH_HEADER.lower()) or "").lower() == "true"
+    is_batch = len(events) > 1 or (headers.get(_BATCH) or "").lower() == "true"
     # Built without validation: every field is a non-empty string or None by construction, and
     # the payload is the body orjson decoded (JSON values only). Validating it again walked the
     # whole delivery a second time on every request.

@@ -67,3 +67,19 @@ async def test_locked_database_is_unavailable(tmp_path: Path) -> None:
     company = await repository.create_company(business_name="Unblocked SpA")
     assert company.business_name == "Unblocked SpA"
     await repository.aclose()
+
+
+async def test_processes_opening_a_new_file_at_once_all_get_in(tmp_path: Path) -> None:
+    """Switching a new file to WAL makes SQLite answer "locked" at once (no busy wait) to a
+    connection opening it at the same moment; that used to fail a few percent of first
+    writes (seen in CI). Many fresh files, four connections racing on each."""
+    import asyncio
+
+    for attempt in range(60):
+        path = tmp_path / f"race-{attempt}.sqlite3"
+        repositories = [SqliteWhatsAppRepository(path) for _ in range(4)]
+        try:
+            await asyncio.gather(*(repository.ping() for repository in repositories))
+        finally:
+            for repository in repositories:
+                await repository.aclose()

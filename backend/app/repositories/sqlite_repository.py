@@ -127,7 +127,7 @@ class SqliteWhatsAppRepository:
         try:
             connection.row_factory = aiosqlite.Row
             await connection.execute(f"pragma busy_timeout = {self._busy_timeout_ms}")
-            await connection.execute("pragma journal_mode = wal")
+            await self._enable_wal(connection)
             await connection.execute("pragma synchronous = normal")
             await connection.execute("pragma foreign_keys = on")
             await self._migrate(connection)
@@ -136,6 +136,21 @@ class SqliteWhatsAppRepository:
             raise
         self._connection = connection
         return connection
+
+    async def _enable_wal(self, connection: aiosqlite.Connection) -> None:
+        """Switch the file to WAL (it stays so). Switching needs the file to itself, and SQLite
+        answers "locked" at once, without its busy wait, when another connection is opening
+        the same new file at that moment: retry for as long as the busy timeout allows."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                await connection.execute("pragma journal_mode = wal")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(0.01)
 
     @staticmethod
     async def _migrate(connection: aiosqlite.Connection) -> None:

@@ -11,9 +11,10 @@ import httpx
 
 from app.core.jwt_verifier import JWTVerifier
 from app.core.settings import Settings
+from app.db.connect import open_database
 from app.integrations.kapso import KapsoClient
-from app.repositories.factory import create_whatsapp_repository
-from app.repositories.whatsapp import WhatsAppRepository
+from app.repositories.inbox import InboxNotifications
+from app.repositories.stores import Stores
 from app.services.whatsapp.access import ConversationAccess
 from app.services.whatsapp.auth import PhoneAuthenticator
 from app.services.whatsapp.conversation_manager import WhatsAppConversationManager
@@ -35,12 +36,14 @@ class Container:
 
     settings: Settings
     kapso: KapsoClient
-    repository: WhatsAppRepository
+    stores: Stores
     http: httpx.AsyncClient
     jwt_verifier: JWTVerifier
     ingest: WebhookIngestService
     processor: WhatsAppEventProcessor
     worker: InboxWorker
+    # Wakes `worker` when any process records events (LISTEN/NOTIFY); started with the worker.
+    notifications: InboxNotifications
     inbox_admin: InboxAdminService
     whatsapp: WhatsAppService
 
@@ -77,27 +80,26 @@ async def build_container(
     settings: Settings,
     *,
     responder: Responder | None = None,
-    repository: WhatsAppRepository | None = None,
+    stores: Stores | None = None,
 ) -> AsyncIterator[Container]:
-    """Build everything once; close it all on exit."""
+    """Build everything once; close it all on exit (`stores`: tests bring their own)."""
     texts = WhatsAppTexts.load(settings.whatsapp_texts_file)
     async with contextlib.AsyncExitStack() as stack:
         kapso = build_kapso_client(settings)
         stack.push_async_callback(kapso.aclose)
         http = httpx.AsyncClient(timeout=10.0)
         stack.push_async_callback(http.aclose)
-        if repository is None:
-            repository = await create_whatsapp_repository(settings)
-            stack.push_async_callback(repository.aclose)
-        conversations = WhatsAppConversationManager(repository)
+        if stores is None:
+            stores = Stores.on(await stack.enter_async_context(open_database(settings)))
+        conversations = WhatsAppConversationManager(stores.conversations)
         sender = OutboundSender(
-            repository, kapso, settle_after=timedelta(seconds=settings.worker_settle_seconds)
+            stores, kapso, settle_after=timedelta(seconds=settings.worker_settle_seconds)
         )
         inbound = InboundMessageHandler(
-            repository=repository,
+            stores=stores,
             kapso=kapso,
             authenticator=PhoneAuthenticator(
-                repository, cache_ttl=timedelta(seconds=settings.auth_cache_ttl_seconds)
+                stores.directory, cache_ttl=timedelta(seconds=settings.auth_cache_ttl_seconds)
             ),
             conversations=conversations,
             sender=sender,
@@ -110,27 +112,30 @@ async def build_container(
             ),
         )
         processor = WhatsAppEventProcessor(
-            repository=repository, conversations=conversations, inbound=inbound
+            outbound=stores.outbound, conversations=conversations, inbound=inbound
         )
-        worker = InboxWorker(repository, processor.process, worker_policy(settings))
+        worker = InboxWorker(stores.inbox, processor.process, worker_policy(settings))
         ingest = WebhookIngestService(
-            repository, secret=settings.kapso_webhook_secret, on_recorded=worker.wake
+            stores.inbox, secret=settings.kapso_webhook_secret, on_recorded=worker.wake
         )
         yield Container(
             settings=settings,
             kapso=kapso,
-            repository=repository,
+            stores=stores,
             http=http,
             jwt_verifier=JWTVerifier.from_settings(settings, http),
             ingest=ingest,
             processor=processor,
             worker=worker,
-            inbox_admin=InboxAdminService(repository),
+            notifications=InboxNotifications(stores.database, worker.wake),
+            inbox_admin=InboxAdminService(stores.inbox),
             whatsapp=WhatsAppService(
-                repository=repository,
+                stores=stores,
                 kapso=kapso,
                 conversations=conversations,
-                access=ConversationAccess(repository, settings.kapso_phone_number_id),
+                access=ConversationAccess(
+                    stores.directory, stores.conversations, settings.kapso_phone_number_id
+                ),
                 rate_limiter=SendRateLimiter(settings.send_rate_limit_per_minute),
             ),
         )

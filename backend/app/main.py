@@ -39,16 +39,14 @@ def create_app(settings: Settings | None = None, *, responder: Responder | None 
                 )
             worker_task = None
             if settings.worker_enabled:
+                container.notifications.start()
                 worker_task = asyncio.create_task(container.worker.run(), name="inbox-worker")
-            logger.info(
-                "Store: %s; in-process worker: %s",
-                container.repository.backend_name,
-                "on" if worker_task else "off",
-            )
+            logger.info("In-process worker: %s", "on" if worker_task else "off")
             try:
                 yield
             finally:
                 if worker_task is not None:
+                    await container.notifications.stop()
                     await container.worker.stop()
                     await worker_task
 

@@ -22,9 +22,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Run one worker until `stop` is set."""
     async with build_container(settings) as container:
         worker = container.worker
-        logger.info("Worker %s on the %s store", worker.owner, container.repository.backend_name)
+        logger.info("Worker %s started", worker.owner)
+        container.notifications.start()
         task = asyncio.create_task(worker.run(), name="inbox-worker")
         await stop.wait()
+        await container.notifications.stop()
         await worker.stop()
         await task
 

@@ -6,6 +6,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,16 +58,28 @@ class Settings(BaseSettings):
     # Supabase
     supabase_url: str | None = None
     supabase_anon_key: SecretStr | None = None
-    supabase_service_role_key: SecretStr | None = None
     supabase_jwt_secret: SecretStr | None = None
 
-    # Storage
-    store_backend: Literal["auto", "supabase", "sqlite"] = Field(
-        default="auto",
-        description="auto: Supabase when SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are set, "
-        "else the embedded SQLite file.",
+    # Storage: PostgreSQL, directly (asyncpg). Without DATABASE_URL an embedded PostgreSQL
+    # starts with the app (data in EMBEDDED_POSTGRES_DIR), shared by every process of the checkout.
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://... — hosted Supabase: the project's connection string, or its "
+        "Supavisor pooler (session mode :5432, transaction mode :6543).",
     )
-    sqlite_path: str = ".local/whatsapp.sqlite3"
+    database_pooler: Literal["auto", "session", "transaction"] = Field(
+        default="auto",
+        description="transaction: a transaction-mode pooler is in between (no prepared "
+        "statements, no LISTEN); auto: transaction when DATABASE_URL's port is 6543.",
+    )
+    database_pool_min_size: int = Field(default=2, ge=0, le=100)
+    database_pool_max_size: int = Field(default=10, ge=1, le=200)
+    embedded_postgres_dir: Path = Path(".local/postgres")
+    migrate_on_start: bool | None = Field(
+        default=None,
+        description="Apply pending migrations at start. Default: yes, except in production, "
+        "where the service only checks they are applied and refuses to start otherwise.",
+    )
     # Under Kapso's 10 s webhook deadline, so a stuck store answers 503 before Kapso gives up.
     store_timeout_seconds: float = Field(default=5.0, gt=0)
 
@@ -119,8 +132,8 @@ class Settings(BaseSettings):
             "KAPSO_API_KEY": self.kapso_api_key,
             "KAPSO_WEBHOOK_SECRET": self.kapso_webhook_secret,
             "KAPSO_PHONE_NUMBER_ID": self.kapso_phone_number_id,
+            "DATABASE_URL": self.database_url,
             "SUPABASE_URL": self.supabase_url,
-            "SUPABASE_SERVICE_ROLE_KEY": self.supabase_service_role_key,
             "SUPABASE_JWT_SECRET": self.supabase_jwt_secret,
         }
         missing = []
@@ -140,6 +153,23 @@ class Settings(BaseSettings):
                     + ", ".join(missing)
                 )
         return self
+
+    @property
+    def should_migrate_on_start(self) -> bool:
+        if self.migrate_on_start is not None:
+            return self.migrate_on_start
+        return not self.is_production
+
+    @property
+    def uses_transaction_pooler(self) -> bool:
+        if self.database_pooler != "auto":
+            return self.database_pooler == "transaction"
+        if self.database_url is None:
+            return False
+        try:
+            return urlsplit(self.database_url.get_secret_value()).port == 6543
+        except ValueError:
+            return False
 
     @property
     def kapso_legacy_root(self) -> str:

@@ -1,14 +1,6 @@
-"""Storage: the `WhatsAppRepository` interface, its models and errors, and the factory."""
+"""Storage: every query, on PostgreSQL, in one store per job (inbox, outbound, conversations,
+directory — gathered in `stores.Stores`); their records and errors."""
 
 from app.repositories.errors import StoreConstraintError, StoreError, StoreUnavailableError
-from app.repositories.factory import create_whatsapp_repository, resolve_store_backend
-from app.repositories.whatsapp import WhatsAppRepository
 
-__all__ = [
-    "StoreConstraintError",
-    "StoreError",
-    "StoreUnavailableError",
-    "WhatsAppRepository",
-    "create_whatsapp_repository",
-    "resolve_store_backend",
-]
+__all__ = ["StoreConstraintError", "StoreError", "StoreUnavailableError"]

@@ -8,8 +8,9 @@ from uuid import UUID
 from app.core.errors import NotFoundError, UnprocessableError
 from app.core.jwt_verifier import AuthenticatedPrincipal
 from app.core.phone import try_normalize_phone
+from app.repositories.conversations import ConversationStore
+from app.repositories.directory import DirectoryStore
 from app.repositories.models import Conversation
-from app.repositories.whatsapp import WhatsAppRepository
 from app.services.whatsapp.send_requests import ConversationSelector
 
 
@@ -33,8 +34,14 @@ def _not_found() -> NotFoundError:
 
 
 class ConversationAccess:
-    def __init__(self, repository: WhatsAppRepository, default_phone_number_id: str | None) -> None:
-        self._repository = repository
+    def __init__(
+        self,
+        directory: DirectoryStore,
+        conversations: ConversationStore,
+        default_phone_number_id: str | None,
+    ) -> None:
+        self._directory = directory
+        self._conversations = conversations
         self._default_phone_number_id = default_phone_number_id
 
     async def company_ids(self, principal: AuthenticatedPrincipal) -> set[UUID] | None:
@@ -43,13 +50,15 @@ class ConversationAccess:
             return None
         if principal.user_id is None:
             return set()
-        return {c.id for c in await self._repository.list_user_companies(principal.user_id)}
+        return {c.id for c in await self._directory.list_user_companies(principal.user_id)}
 
     async def conversation(
         self, principal: AuthenticatedPrincipal, kapso_conversation_id: str
     ) -> Conversation:
         """A stored WhatsApp conversation the caller may see, by Kapso's id; else 404."""
-        conversation = await self._repository.find_conversation_by_kapso_id(kapso_conversation_id)
+        conversation = await self._conversations.find_conversation_by_kapso_id(
+            kapso_conversation_id
+        )
         if conversation is None:
             raise _not_found()
         allowed = await self.company_ids(principal)
@@ -84,7 +93,7 @@ class ConversationAccess:
             )
         business = whatsapp_config_id or self._default_phone_number_id
         allowed = await self.company_ids(principal)
-        latest = await self._repository.find_latest_conversation_for_phone(
+        latest = await self._conversations.find_latest_conversation_for_phone(
             phone, business_phone_number_id=business
         )
         if latest is not None and (allowed is None or latest.metadata.company_id in allowed):
@@ -94,12 +103,12 @@ class ConversationAccess:
 
     async def _recipient_company(self, phone: str, allowed: set[UUID] | None) -> UUID | None:
         """By phone, a user may reach only a profile of one of their companies."""
-        profile = await self._repository.find_profile_by_phone(phone)
+        profile = await self._directory.find_profile_by_phone(phone)
         if allowed is None:
             return None
         if profile is None:
             raise _not_found()
-        shared = {c.id for c in await self._repository.list_user_companies(profile.id)} & allowed
+        shared = {c.id for c in await self._directory.list_user_companies(profile.id)} & allowed
         if not shared:
             raise _not_found()
         return sorted(shared)[0]

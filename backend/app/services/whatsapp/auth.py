@@ -6,17 +6,30 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 from uuid import UUID
 
-from supabase import AsyncClient
+import asyncpg
+from supabase import AsyncClient, Client
 
 from app.core.clock import Clock, utc_now
 from app.core.logging import mask_phone
 from app.core.phone import try_normalize_phone
-from app.repositories.models import WhatsAppConversationMetadata
-from app.repositories.whatsapp import WhatsAppRepository
+from app.db.pool import Database
+from app.repositories.directory import DirectoryStore
+from app.repositories.models import Company, Profile, WhatsAppConversationMetadata
+from app.repositories.stores import Stores
+from app.repositories.supabase_directory import SupabaseDirectory
 
 logger = logging.getLogger(__name__)
+
+
+class ProfileLookup(Protocol):
+    """What phone authentication reads: `DirectoryStore`, or `SupabaseDirectory`."""
+
+    async def find_profile_by_phone(self, phone: str) -> Profile | None: ...
+
+    async def get_active_company(self, user_id: UUID) -> Company | None: ...
 
 
 class IdentityStatus(StrEnum):
@@ -52,12 +65,12 @@ class PhoneAuthenticator:
 
     def __init__(
         self,
-        repository: WhatsAppRepository,
+        directory: ProfileLookup,
         *,
         cache_ttl: timedelta,
         clock: Clock = utc_now,
     ) -> None:
-        self._repository = repository
+        self._directory = directory
         self._cache_ttl = cache_ttl
         self._clock = clock
 
@@ -91,11 +104,11 @@ class PhoneAuthenticator:
         if phone is None:
             return WhatsAppIdentity(IdentityStatus.UNKNOWN_NUMBER, None)
         resolved_at = self._clock()
-        profile = await self._repository.find_profile_by_phone(phone)
+        profile = await self._directory.find_profile_by_phone(phone)
         if profile is None:
             logger.info("WhatsApp sender %s is not a Fizko user", mask_phone(phone))
             return WhatsAppIdentity(IdentityStatus.UNKNOWN_NUMBER, phone)
-        company = await self._repository.get_active_company(profile.id)
+        company = await self._directory.get_active_company(profile.id)
         if company is None:
             return WhatsAppIdentity(
                 IdentityStatus.NO_ACTIVE_COMPANY, phone, user_id=profile.id, resolved_at=resolved_at
@@ -109,20 +122,32 @@ class PhoneAuthenticator:
         )
 
 
-async def authenticate_user_by_whatsapp(
-    store: WhatsAppRepository | AsyncClient, phone_number: str
-) -> UUID | None:
+# What the seed's entry point accepts as its store.
+SeedStore = ProfileLookup | Stores | Database | asyncpg.Pool | AsyncClient | Client
+
+
+async def authenticate_user_by_whatsapp(store: SeedStore, phone_number: str) -> UUID | None:
     """The seed's entry point: the Fizko user id for a WhatsApp number, or None.
 
-    `store` is the service's repository, or — as in the seed — a Supabase async client
-    (service-role), which is wrapped in the Supabase repository.
+    `store` is the service's `Stores` or `DirectoryStore`, a `Database` or an asyncpg pool
+    (a direct connection), or — as in the seed — a Supabase client, sync or async (service
+    role: it reads `profiles` through the data API).
     """
-    if isinstance(store, AsyncClient):
-        from app.repositories.supabase_repository import SupabaseWhatsAppRepository
-
-        store = SupabaseWhatsAppRepository(store)
     phone = try_normalize_phone(phone_number)
     if phone is None:
         return None
-    profile = await store.find_profile_by_phone(phone)
+    profile = await profile_lookup(store).find_profile_by_phone(phone)
     return profile.id if profile else None
+
+
+def profile_lookup(store: SeedStore) -> ProfileLookup:
+    """The lookup behind any store the seed's entry point accepts."""
+    if isinstance(store, Stores):
+        return store.directory
+    if isinstance(store, Database):
+        return DirectoryStore(store)
+    if isinstance(store, asyncpg.Pool):
+        return DirectoryStore(Database(store, dsn=""))
+    if isinstance(store, AsyncClient | Client):
+        return SupabaseDirectory(store)
+    return store

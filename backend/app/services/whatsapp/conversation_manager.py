@@ -5,7 +5,9 @@ from __future__ import annotations
 from uuid import UUID
 
 from app.core.clock import Clock, utc_now
+from app.db.pool import Connection
 from app.integrations.kapso.webhook_events import MessageEvent
+from app.repositories.conversations import ConversationStore
 from app.repositories.models import (
     Conversation,
     ConversationStatus,
@@ -16,7 +18,6 @@ from app.repositories.models import (
     NewMessage,
     WhatsAppConversationMetadata,
 )
-from app.repositories.whatsapp import WhatsAppRepository
 from app.services.whatsapp.auth import WhatsAppIdentity
 
 CHANNEL = "whatsapp"
@@ -32,18 +33,18 @@ class WhatsAppConversationManager:
     Kapso conversation id, the business number and when the user/company cache was resolved.
     """
 
-    def __init__(self, repository: WhatsAppRepository, *, clock: Clock = utc_now) -> None:
-        self._repository = repository
+    def __init__(self, store: ConversationStore, *, clock: Clock = utc_now) -> None:
+        self._store = store
         self._clock = clock
 
     async def find(self, kapso_conversation_id: str) -> Conversation | None:
-        return await self._repository.find_conversation_by_kapso_id(kapso_conversation_id)
+        return await self._store.find_conversation_by_kapso_id(kapso_conversation_id)
 
     async def previous_for_phone(
         self, phone: str, business_phone_number_id: str | None
     ) -> Conversation | None:
         """The newest conversation with this number, whose cache a new Kapso id can reuse."""
-        return await self._repository.find_latest_conversation_for_phone(
+        return await self._store.find_latest_conversation_for_phone(
             phone, business_phone_number_id=business_phone_number_id
         )
 
@@ -62,7 +63,7 @@ class WhatsAppConversationManager:
         now = self._clock()
         resolved_at = identity.resolved_at or now
         if existing is None:
-            result = await self._repository.get_or_create_conversation(
+            result = await self._store.get_or_create_conversation(
                 kapso_conversation_id=kapso_conversation_id,
                 user_id=identity.user_id,
                 title=TITLE,
@@ -85,7 +86,7 @@ class WhatsAppConversationManager:
         if identity.from_cache:
             return existing
         # Freshly resolved: refresh the cache (a changed company or phone is picked up here).
-        updated = await self._repository.update_conversation(
+        updated = await self._store.update_conversation(
             existing.id,
             metadata=WhatsAppConversationMetadata(
                 user_id=identity.user_id,
@@ -97,11 +98,16 @@ class WhatsAppConversationManager:
         return updated or existing
 
     async def store_inbound(
-        self, conversation: Conversation, event: MessageEvent, user_id: UUID | None
+        self,
+        conversation: Conversation,
+        event: MessageEvent,
+        user_id: UUID | None,
+        *,
+        tx: Connection | None = None,
     ) -> MessageAppendResult:
         """Store the user's message (once per wamid)."""
-        return await self._repository.append_message(
-            self.inbound_message(conversation, event, user_id)
+        return await self._store.append_message(
+            self.inbound_message(conversation, event, user_id), tx=tx
         )
 
     @staticmethod
@@ -136,9 +142,10 @@ class WhatsAppConversationManager:
         outbound_id: UUID | None = None,
         sender_user_id: UUID | None = None,
         manual: bool | None = None,
+        tx: Connection | None = None,
     ) -> MessageAppendResult:
         """Store a message we (or a person in Kapso's inbox) sent, as the assistant."""
-        return await self._repository.append_message(
+        return await self._store.append_message(
             self.outbound_message(
                 conversation_id,
                 content=content,
@@ -147,7 +154,8 @@ class WhatsAppConversationManager:
                 outbound_id=outbound_id,
                 sender_user_id=sender_user_id,
                 manual=manual,
-            )
+            ),
+            tx=tx,
         )
 
     @staticmethod
@@ -179,7 +187,7 @@ class WhatsAppConversationManager:
     async def mark_kapso_status(self, conversation: Conversation, kapso_status: str) -> None:
         """Record Kapso's view (ended, inactive); an ended one is completed in our table too."""
         status = ConversationStatus.COMPLETED if kapso_status == "ended" else None
-        await self._repository.update_conversation(
+        await self._store.update_conversation(
             conversation.id,
             metadata=WhatsAppConversationMetadata(kapso_status=kapso_status),
             status=status,

@@ -20,7 +20,7 @@ from app.repositories.models import (
     OutboundStatus,
     OutboundStatusChange,
 )
-from app.repositories.whatsapp import WhatsAppRepository
+from app.repositories.outbound import OutboundStore
 from app.services.whatsapp.conversation_manager import WhatsAppConversationManager
 from app.services.whatsapp.inbound import InboundMessageHandler
 from app.services.whatsapp.inbox_codec import decode_inbox_event
@@ -42,30 +42,30 @@ class WhatsAppEventProcessor:
     def __init__(
         self,
         *,
-        repository: WhatsAppRepository,
+        outbound: OutboundStore,
         conversations: WhatsAppConversationManager,
         inbound: InboundMessageHandler,
     ) -> None:
-        self._repository = repository
+        self._outbound = outbound
         self._conversations = conversations
         self._inbound = inbound
 
-    async def process(self, inbox_event: InboxEvent) -> bool:
-        """Process one event; True when it completed the event in the store already."""
+    async def process(self, inbox_event: InboxEvent) -> None:
+        """Process one event (safe to run again: every effect is idempotent)."""
         event = decode_inbox_event(inbox_event)
         if isinstance(event, MessageEvent):
             if event.event == KapsoEventName.MESSAGE_RECEIVED:
                 if event.direction is MessageDirection.OUTBOUND:
                     logger.info("Ignoring an outbound message delivered as received")
-                    return False
-                return await self._inbound.handle(inbox_event, event)
+                    return
+                await self._inbound.handle(inbox_event, event)
+                return
             await self._message_status(inbox_event, event)
         elif isinstance(event, ConversationEvent):
             await self._conversation(event)
         else:
             # Stored and acknowledged; nothing to do with an event we do not know.
             logger.info("Ignoring unknown webhook event %s", event.event)
-        return False
 
     async def _message_status(self, inbox_event: InboxEvent, event: MessageEvent) -> None:
         status = _STATUS_BY_EVENT.get(event.event)
@@ -100,14 +100,14 @@ class WhatsAppEventProcessor:
         ours = _uuid(event.callback_data)
         if ours is not None:
             # Our id, echoed back: settles even a send whose wamid we never learned.
-            change = await self._repository.advance_outbound_status(
+            change = await self._outbound.advance_outbound_status(
                 ours, status, wamid=event.wamid, error_code=error_code, error_message=error_message
             )
             if change is not None:
                 return change
         if event.wamid is None:
             return None
-        return await self._repository.advance_outbound_status_by_wamid(
+        return await self._outbound.advance_outbound_status_by_wamid(
             event.wamid, status, error_code=error_code, error_message=error_message
         )
 

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from app.core.clock import Clock, utc_now
 from app.core.logging import mask_phone
 from app.core.phone import try_normalize_phone
+from app.db.pool import Connection
 from app.integrations.kapso import KapsoClient, KapsoError
 from app.integrations.kapso.webhook_events import MessageEvent
 from app.repositories.errors import StoreError
 from app.repositories.models import (
     Conversation,
     InboxEvent,
-    InboxLease,
-    NewMessage,
     OutboundMessage,
 )
-from app.repositories.whatsapp import WhatsAppRepository
+from app.repositories.stores import Stores
 from app.services.whatsapp.auth import IdentityStatus, PhoneAuthenticator, WhatsAppIdentity
 from app.services.whatsapp.conversation_manager import WhatsAppConversationManager
 from app.services.whatsapp.formatting import format_reply
@@ -28,7 +26,8 @@ from app.services.whatsapp.outbound import (
     PURPOSE_NO_COMPANY,
     PURPOSE_REGISTRATION,
     PURPOSE_REPLY,
-    AfterSend,
+    Delivery,
+    OnSent,
     OutboundSender,
     OutboundText,
 )
@@ -54,7 +53,7 @@ class InboundMessageHandler:
     def __init__(
         self,
         *,
-        repository: WhatsAppRepository,
+        stores: Stores,
         kapso: KapsoClient,
         authenticator: PhoneAuthenticator,
         conversations: WhatsAppConversationManager,
@@ -64,7 +63,8 @@ class InboundMessageHandler:
         policy: InboundPolicy,
         clock: Clock = utc_now,
     ) -> None:
-        self._repository = repository
+        self._db = stores.database
+        self._outbound = stores.outbound
         self._kapso = kapso
         self._authenticator = authenticator
         self._conversations = conversations
@@ -74,8 +74,8 @@ class InboundMessageHandler:
         self._policy = policy
         self._clock = clock
 
-    async def handle(self, inbox_event: InboxEvent, event: MessageEvent) -> bool:
-        """Process the message; True when the inbox event was completed with its last effect."""
+    async def handle(self, inbox_event: InboxEvent, event: MessageEvent) -> None:
+        """Process the message (again, safely, when an earlier attempt left effects)."""
         phone = try_normalize_phone(event.contact_phone)
         if phone is None:
             # Without a number there is nobody to authenticate and nowhere to answer.
@@ -99,7 +99,7 @@ class InboundMessageHandler:
                     url=self._policy.fizko_app_url,
                 ),
             )
-            return False
+            return
 
         conversation = await self._conversations.ensure(
             kapso_conversation_id=kapso_conversation_id,
@@ -122,39 +122,38 @@ class InboundMessageHandler:
                 ),
                 conversation=conversation,
             )
-            return False
+            return
 
         await self._show_typing(event, business)
-        planned, first_is_fresh = await self._plan_reply(
+        deliveries = await self._plan_reply(
             inbox_event, event, phone, business, identity, conversation
         )
-        lease = (
-            InboxLease(event_id=inbox_event.id, owner=inbox_event.lease_owner)
-            if inbox_event.lease_owner
-            else None
-        )
-        completed = False
-        for index, (recorded, message) in enumerate(planned):
-            last = index == len(planned) - 1
+        for delivery in deliveries:
             outcome = await self._sender.deliver(
-                recorded,
-                message,
-                attempt_counted=index == 0 and first_is_fresh,
-                after=AfterSend(
-                    copy=_stored_copy(conversation, recorded, message),
-                    complete=lease if last else None,
-                ),
+                delivery, on_sent=self._store_copy(conversation, delivery)
             )
-            if outcome.delivered_to_kapso and outcome.wamid and not outcome.copy_stored:
+            if outcome.delivered_to_kapso and outcome.wamid and not outcome.on_sent_done:
                 # Sent by an earlier attempt (settled now): its copy is stored here.
                 await self._conversations.store_outbound(
                     conversation.id,
-                    content=message.content,
+                    content=delivery.message.content,
                     wamid=outcome.wamid,
-                    outbound_id=recorded.id,
+                    outbound_id=delivery.row.id,
                 )
-            completed = outcome.completed
-        return completed
+
+    def _store_copy(self, conversation: Conversation, delivery: Delivery) -> OnSent:
+        """Store the conversation's copy of a reply part with Kapso's acceptance."""
+
+        async def store(tx: Connection, wamid: str) -> None:
+            await self._conversations.store_outbound(
+                conversation.id,
+                content=delivery.message.content,
+                wamid=wamid,
+                outbound_id=delivery.row.id,
+                tx=tx,
+            )
+
+        return store
 
     async def _plan_reply(
         self,
@@ -164,12 +163,11 @@ class InboundMessageHandler:
         business: str | None,
         identity: WhatsAppIdentity,
         conversation: Conversation,
-    ) -> tuple[list[tuple[OutboundMessage, OutboundText]], bool]:
-        """The reply's messages, each recorded, and whether the first was just recorded with
-        its send attempt counted (then nothing was sent for it before)."""
+    ) -> list[Delivery]:
+        """The reply's messages, each recorded before any is sent."""
 
         def reply(content: str, key: str) -> OutboundText:
-            return self._outbound(
+            return self._outbound_text(
                 inbox_event,
                 event,
                 phone,
@@ -186,17 +184,15 @@ class InboundMessageHandler:
             # Re-asking the assistant could word it differently: resend what was decided (the
             # user's message was stored with these records).
             total = len(earlier)
-            planned = [
-                (
-                    row,
+            return self._sender.resume(
+                earlier,
+                [
                     reply(
-                        row.content or "",
-                        row.idempotency_key or _reply_key(inbox_event, index, total),
-                    ),
-                )
-                for index, row in enumerate(earlier)
-            ]
-            return planned, False
+                        row.content or "", row.idempotency_key or _reply_key(inbox_event, i, total)
+                    )
+                    for i, row in enumerate(earlier)
+                ],
+            )
         if _ran_before(inbox_event):
             # An earlier attempt may have died (a crash, a cancelled task) while the responder
             # ran: the user's message is stored before asking again, so it is never lost.
@@ -211,25 +207,18 @@ class InboundMessageHandler:
             reply(part, _reply_key(inbox_event, index, len(parts)))
             for index, part in enumerate(parts)
         ]
-        # One transaction: the user's message, every part recorded before any is sent (a retry
-        # finds the whole reply), the first part's attempt counted.
-        prepared = await self._repository.record_inbound_with_replies(
-            self._conversations.inbound_message(conversation, event, identity.user_id),
-            [self._sender.new_record(message) for message in messages],
-            count_first_attempt=True,
-        )
-        planned = [
-            (result.message, message)
-            for result, message in zip(prepared.replies, messages, strict=True)
-        ]
-        return planned, bool(prepared.replies) and prepared.replies[0].created
+        # One transaction: the user's message and every part recorded before any is sent (a
+        # retry finds the whole reply).
+        async with self._db.transaction() as tx:
+            await self._conversations.store_inbound(conversation, event, identity.user_id, tx=tx)
+            return await self._sender.record(messages, tx=tx)
 
     async def _earlier_replies(self, inbox_event: InboxEvent) -> list[OutboundMessage]:
         """The reply parts an earlier attempt at this event recorded."""
         # Only an event that ran before can have recorded replies.
         if not _ran_before(inbox_event):
             return []
-        earlier = await self._repository.list_outbound_for_inbox_event(inbox_event.id)
+        earlier = await self._outbound.list_outbound_for_inbox_event(inbox_event.id)
         replies = [row for row in earlier if row.purpose == PURPOSE_REPLY and row.content]
         # Parts recorded in one transaction share their creation time: order by part number.
         return sorted(replies, key=_part_number)
@@ -287,7 +276,7 @@ class InboundMessageHandler:
         conversation: Conversation | None = None,
     ) -> None:
         """Send a notice (registration, no company) at most once per interval per number."""
-        latest = await self._repository.find_latest_outbound_to(phone, purpose=purpose)
+        latest = await self._outbound.find_latest_outbound_to(phone, purpose=purpose)
         if (
             latest is not None
             and latest.inbox_event_id != inbox_event.id
@@ -295,7 +284,7 @@ class InboundMessageHandler:
         ):
             logger.info("Not repeating the %s notice to %s", purpose, mask_phone(phone))
             return
-        message = self._outbound(
+        message = self._outbound_text(
             inbox_event,
             event,
             phone,
@@ -311,7 +300,7 @@ class InboundMessageHandler:
                 conversation.id, content=text, wamid=outcome.wamid, outbound_id=outcome.message.id
             )
 
-    def _outbound(
+    def _outbound_text(
         self,
         inbox_event: InboxEvent,
         event: MessageEvent,
@@ -363,19 +352,6 @@ def _claimed_conversation(
     if conversation is None or conversation.metadata.kapso_conversation_id != kapso_conversation_id:
         return None
     return conversation
-
-
-def _stored_copy(
-    conversation: Conversation, recorded: OutboundMessage, message: OutboundText
-) -> Callable[[str], NewMessage]:
-    """The conversation's copy of a reply part, once its wamid is known."""
-
-    def copy(wamid: str) -> NewMessage:
-        return WhatsAppConversationManager.outbound_message(
-            conversation.id, content=message.content, wamid=wamid, outbound_id=recorded.id
-        )
-
-    return copy
 
 
 def _reply_key(inbox_event: InboxEvent, index: int, total: int) -> str:

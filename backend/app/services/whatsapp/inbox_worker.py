@@ -17,17 +17,17 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from uuid import UUID
 
 from app.repositories.errors import StoreError
+from app.repositories.inbox import InboxStore
 from app.repositories.models import InboxEvent
-from app.repositories.whatsapp import WhatsAppRepository
 from app.services.whatsapp.processing_errors import PermanentEventError, RetryableEventError
 
 logger = logging.getLogger(__name__)
 
-# Processes one event; returns True when it completed the event in the store itself (in the
-# transaction of its last effect, saving a round trip), else the worker completes it.
-ProcessEvent = Callable[[InboxEvent], Awaitable[bool | None]]
+# Processes one event; raising says it failed (see processing_errors), returning that it is done.
+ProcessEvent = Callable[[InboxEvent], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +56,17 @@ class InboxWorker:
 
     def __init__(
         self,
-        repository: WhatsAppRepository,
+        inbox: InboxStore,
         process: ProcessEvent,
         policy: WorkerPolicy,
         *,
         owner: str | None = None,
     ) -> None:
-        self._repository = repository
+        self._inbox = inbox
+        # Events processed and not yet marked done: the next claim marks them, in its own
+        # transaction (a round trip saved per event, and the conversation's next event is
+        # claimable in that same transaction).
+        self._finished: list[UUID] = []
         self._process = process
         self._policy = policy
         self.owner = owner or worker_id()
@@ -109,6 +113,24 @@ class InboxWorker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self.flush_finished()
+
+    async def flush_finished(self) -> None:
+        """Mark the events processed so far done now (no claim to carry them)."""
+        finished, self._finished = self._finished, []
+        if not finished:
+            return
+        try:
+            await self._inbox.claim_inbox_events(
+                owner=self.owner,
+                limit=0,
+                lease_seconds=self._policy.lease_seconds,
+                max_attempts=self._policy.max_attempts,
+                complete=finished,
+            )
+        except StoreError as exc:
+            # Their leases run out and they run again: every effect is idempotent.
+            logger.error("Could not mark %d processed events done: %s", len(finished), exc)
 
     async def claim_and_start(self) -> int:
         """Claim as many due events as there are free slots; start each. Returns the count."""
@@ -117,12 +139,20 @@ class InboxWorker:
             # Every slot busy: wait for one to free up before claiming more.
             await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
             return 1
-        events = await self._repository.claim_inbox_events(
-            owner=self.owner,
-            limit=min(free, self._policy.batch_size),
-            lease_seconds=self._policy.lease_seconds,
-            max_attempts=self._policy.max_attempts,
-        )
+        finished, self._finished = self._finished, []
+        try:
+            events = await self._inbox.claim_inbox_events(
+                owner=self.owner,
+                limit=min(free, self._policy.batch_size),
+                lease_seconds=self._policy.lease_seconds,
+                max_attempts=self._policy.max_attempts,
+                complete=finished,
+            )
+        except BaseException:
+            # Not marked: try again with the next claim (or their leases run out and the
+            # events run again, which is safe).
+            self._finished.extend(finished)
+            raise
         for event in events:
             task = asyncio.create_task(self._handle(event), name=f"inbox-{event.id}")
             self._in_flight.add(task)
@@ -144,7 +174,7 @@ class InboxWorker:
         async with self._slots:
             heartbeat = asyncio.create_task(self._keep_lease(event))
             try:
-                completed = await self._process(event)
+                await self._process(event)
             except asyncio.CancelledError:
                 raise
             except PermanentEventError as exc:
@@ -155,10 +185,7 @@ class InboxWorker:
                 logger.exception("Event %s (%s) failed", event.id, event.event)
                 await self._fail(event, exc)
             else:
-                if not completed:
-                    await self._settle(
-                        self._repository.complete_inbox_event(event.id, owner=self.owner), event
-                    )
+                self._finished.append(event.id)
             finally:
                 heartbeat.cancel()
                 # The conversation's next event (held back while this one ran) is due now:
@@ -179,7 +206,7 @@ class InboxWorker:
             "Event %s attempt %d failed: %s", event.id, event.attempts, type(exc).__name__
         )
         await self._settle(
-            self._repository.fail_inbox_event(
+            self._inbox.fail_inbox_event(
                 event.id,
                 owner=self.owner,
                 error=error,
@@ -205,7 +232,7 @@ class InboxWorker:
         while True:
             await asyncio.sleep(interval)
             try:
-                kept = await self._repository.extend_inbox_lease(
+                kept = await self._inbox.extend_inbox_lease(
                     event.id, owner=self.owner, lease_seconds=self._policy.lease_seconds
                 )
             except StoreError:

@@ -9,13 +9,14 @@ it is looked up in Kapso's message history first (and status webhooks settle it 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
 
 from app.core.clock import Clock, utc_now
 from app.core.logging import mask_phone
+from app.db.pool import Connection
 from app.integrations.kapso import (
     KapsoAPIError,
     KapsoAuthenticationError,
@@ -30,13 +31,11 @@ from app.integrations.kapso import (
 from app.integrations.kapso.models import MessageRecord
 from app.repositories.models import (
     ACCEPTED_OUTBOUND_STATUSES,
-    InboxLease,
-    NewMessage,
     NewOutboundMessage,
     OutboundMessage,
     OutboundStatus,
 )
-from app.repositories.whatsapp import WhatsAppRepository
+from app.repositories.stores import Stores
 from app.services.whatsapp.processing_errors import RetryableEventError
 
 logger = logging.getLogger(__name__)
@@ -68,14 +67,20 @@ class OutboundText:
     reply_to_wamid: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class AfterSend:
-    """What to record together with Kapso's acceptance, in the same store transaction."""
+# What to record together with Kapso's acceptance, in the same transaction (e.g. the
+# conversation's copy of the message, given its wamid).
+OnSent = Callable[[Connection, str], Awaitable[object]]
 
-    # The conversation's copy of the message, given its wamid (stored once it is accepted).
-    copy: Callable[[str], NewMessage] | None = None
-    # The inbox event to complete with it (the last effect of processing the event).
-    complete: InboxLease | None = None
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A recorded message on its way out. Made only by `OutboundSender.record` (which may have
+    begun its first attempt in the recording transaction) or `OutboundSender.resume`."""
+
+    row: OutboundMessage
+    message: OutboundText
+    # This delivery's attempt is counted already and nothing was sent before it.
+    attempt_begun: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +88,8 @@ class SendOutcome:
     message: OutboundMessage
     # True when this call (not an earlier attempt) got the message accepted by Kapso.
     sent_now: bool
-    # What `AfterSend` asked for and was done: the copy stored, the event completed.
-    copy_stored: bool = False
-    completed: bool = False
+    # The `on_sent` step ran in the transaction that recorded the acceptance.
+    on_sent_done: bool = False
 
     @property
     def wamid(self) -> str | None:
@@ -101,21 +105,38 @@ class OutboundSender:
 
     def __init__(
         self,
-        repository: WhatsAppRepository,
+        stores: Stores,
         kapso: KapsoClient,
         *,
         settle_after: timedelta,
         clock: Clock = utc_now,
     ) -> None:
-        self._repository = repository
+        self._db = stores.database
+        self._outbound = stores.outbound
         self._kapso = kapso
         self._settle_after = settle_after
         self._clock = clock
 
-    async def record(self, message: OutboundText) -> OutboundMessage:
-        """Record the intent (or find the earlier record of the same key)."""
-        result = await self._repository.record_outbound(self.new_record(message))
-        return result.message
+    async def record(self, messages: Sequence[OutboundText], *, tx: Connection) -> list[Delivery]:
+        """Record each message in the caller's transaction (or find the earlier record of its
+        key). The first one this call creates has its attempt counted there too: it is sent
+        next, and the count saves the transaction a send would otherwise need first."""
+        deliveries = []
+        begun = False
+        for message in messages:
+            result = await self._outbound.record_outbound(self.new_record(message), tx=tx)
+            row = result.message
+            begin = result.created and not begun
+            if begin:
+                row = await self._outbound.mark_outbound_attempt(row.id, tx=tx)
+                begun = True
+            deliveries.append(Delivery(row, message, attempt_begun=begin))
+        return deliveries
+
+    @staticmethod
+    def resume(rows: Sequence[OutboundMessage], messages: Sequence[OutboundText]) -> list[Delivery]:
+        """Deliveries of messages an earlier attempt recorded (sent or not, it will check)."""
+        return [Delivery(row, message) for row, message in zip(rows, messages, strict=True)]
 
     @staticmethod
     def new_record(message: OutboundText) -> NewOutboundMessage:
@@ -134,26 +155,20 @@ class OutboundSender:
             idempotency_key=message.idempotency_key,
         )
 
-    async def send_text_once(self, message: OutboundText) -> SendOutcome:
-        """Send unless this key was sent already; raise `RetryableEventError` to come back later."""
-        row = await self.record(message)
-        return await self.deliver(row, message)
-
-    async def deliver(
-        self,
-        row: OutboundMessage,
-        message: OutboundText,
-        *,
-        attempt_counted: bool = False,
-        after: AfterSend | None = None,
+    async def send_text_once(
+        self, message: OutboundText, *, on_sent: OnSent | None = None
     ) -> SendOutcome:
-        """Send a recorded message, or settle an earlier attempt whose outcome is unknown.
+        """Send unless this key was sent already; raise `RetryableEventError` to come back later."""
+        async with self._db.transaction() as tx:
+            (delivery,) = await self.record([message], tx=tx)
+        return await self.deliver(delivery, on_sent=on_sent)
 
-        `attempt_counted`: the row was just recorded with this attempt counted (no earlier
-        attempt exists), so it is sent at once. `after` is recorded with a successful send.
-        """
-        if attempt_counted:
-            return await self._send(row, message, after, count_attempt=False)
+    async def deliver(self, delivery: Delivery, *, on_sent: OnSent | None = None) -> SendOutcome:
+        """Send a recorded message, or settle an earlier attempt whose outcome is unknown.
+        `on_sent` is recorded with a successful send, in the same transaction."""
+        row, message = delivery.row, delivery.message
+        if delivery.attempt_begun:
+            return await self._send(row, message, on_sent)
         if row.status in ACCEPTED_OUTBOUND_STATUSES or row.status is OutboundStatus.FAILED:
             return SendOutcome(row, sent_now=False)
         if row.status is OutboundStatus.UNKNOWN or row.send_attempts > 0:
@@ -161,19 +176,13 @@ class OutboundSender:
             settled = await self._settle_from_history(row, message)
             if settled is not None:
                 return SendOutcome(settled, sent_now=False)
-        return await self._send(row, message, after, count_attempt=True)
+        # Count the attempt first: after a crash, the row shows a send may have left.
+        row = await self._outbound.mark_outbound_attempt(row.id)
+        return await self._send(row, message, on_sent)
 
     async def _send(
-        self,
-        row: OutboundMessage,
-        message: OutboundText,
-        after: AfterSend | None,
-        *,
-        count_attempt: bool,
+        self, row: OutboundMessage, message: OutboundText, on_sent: OnSent | None
     ) -> SendOutcome:
-        if count_attempt:
-            # Count the attempt first: after a crash, the row shows a send may have left.
-            row = await self._repository.mark_outbound_attempt(row.id)
         try:
             result = await self._kapso.messages.send_text(
                 message=message.content,
@@ -184,7 +193,7 @@ class OutboundSender:
             )
         except KapsoConnectionError as exc:
             if exc.request_sent:
-                await self._repository.advance_outbound_status(row.id, OutboundStatus.UNKNOWN)
+                await self._outbound.advance_outbound_status(row.id, OutboundStatus.UNKNOWN)
                 logger.warning(
                     "Send %s to %s: outcome unknown (%s); will check Kapso's history",
                     row.id,
@@ -201,7 +210,7 @@ class OutboundSender:
             raise self._retry_later(f"Kapso refused our credentials: {exc}") from exc
         except KapsoAPIError as exc:
             # Kapso or Meta rejected this message (e.g. 131047 outside the 24-hour window).
-            change = await self._repository.advance_outbound_status(
+            change = await self._outbound.advance_outbound_status(
                 row.id,
                 OutboundStatus.FAILED,
                 error_code=str(exc.code) if exc.code is not None else str(exc.status_code),
@@ -209,23 +218,25 @@ class OutboundSender:
             )
             logger.warning("Send %s rejected by Kapso: %s", row.id, exc)
             return SendOutcome(change.message if change else row, sent_now=False)
-        if after is None:
-            change = await self._repository.advance_outbound_status(
-                row.id, OutboundStatus.SENT, wamid=result.wamid
+        return await self.record_sent(row, result.wamid, on_sent)
+
+    async def record_sent(
+        self, row: OutboundMessage, wamid: str, on_sent: OnSent | None
+    ) -> SendOutcome:
+        """Kapso accepted `row` as `wamid`: its status, and `on_sent`, in one transaction."""
+        if on_sent is None:
+            change = await self._outbound.advance_outbound_status(
+                row.id, OutboundStatus.SENT, wamid=wamid
             )
             return SendOutcome(change.message if change else row, sent_now=True)
-        recorded = await self._repository.record_sent(
-            row.id,
-            wamid=result.wamid,
-            message=after.copy(result.wamid) if after.copy else None,
-            complete=after.complete,
-        )
-        return SendOutcome(
-            recorded.change.message if recorded.change else row,
-            sent_now=True,
-            copy_stored=recorded.message is not None,
-            completed=recorded.completed is not None,
-        )
+        async with self._db.transaction() as tx:
+            change = await self._outbound.advance_outbound_status(
+                row.id, OutboundStatus.SENT, wamid=wamid, tx=tx
+            )
+            accepted = change is not None and change.message.status in ACCEPTED_OUTBOUND_STATUSES
+            if accepted:
+                await on_sent(tx, wamid)
+        return SendOutcome(change.message if change else row, sent_now=True, on_sent_done=accepted)
 
     def _retry_later(self, reason: str, retry_after: float | None = None) -> RetryableEventError:
         # An attempt was made: the next one must wait until it can be checked in Kapso's
@@ -245,7 +256,7 @@ class OutboundSender:
         found = await self._find_in_history(row, message)
         if found is None:
             return None
-        change = await self._repository.advance_outbound_status(
+        change = await self._outbound.advance_outbound_status(
             row.id, OutboundStatus.SENT, wamid=found.id
         )
         logger.info("Send %s settled from Kapso's history", row.id)
@@ -266,7 +277,7 @@ class OutboundSender:
                     continue
                 # The same text may have gone out before (a fixed acknowledgement): a record
                 # that is already another message of ours is not this one.
-                other = await self._repository.find_outbound_by_wamid(record.id)
+                other = await self._outbound.find_outbound_by_wamid(record.id)
                 if other is None or other.id == row.id:
                     return record
         except KapsoAPIError as exc:

@@ -39,7 +39,7 @@ from app.repositories.models import (
     OutboundMessage,
     OutboundStatus,
 )
-from app.repositories.whatsapp import WhatsAppRepository
+from app.repositories.stores import Stores
 from app.services.whatsapp.access import ConversationAccess, SendTarget
 from app.services.whatsapp.conversation_manager import WhatsAppConversationManager
 from app.services.whatsapp.kapso_errors import (
@@ -80,14 +80,17 @@ class WhatsAppService:
     def __init__(
         self,
         *,
-        repository: WhatsAppRepository,
+        stores: Stores,
         kapso: KapsoClient,
         conversations: WhatsAppConversationManager,
         access: ConversationAccess,
         rate_limiter: SendRateLimiter,
         clock: Clock = utc_now,
     ) -> None:
-        self._repository = repository
+        self._db = stores.database
+        self._outbound = stores.outbound
+        self._messages = stores.conversations
+        self._directory = stores.directory
         self._kapso = kapso
         self._conversations = conversations
         self._access = access
@@ -208,7 +211,7 @@ class WhatsAppService:
         self._rate_limiter.check(caller)
         fingerprint = _fingerprint(send)
         if idempotency_key is not None:
-            earlier = await self._repository.find_outbound_by_idempotency_key(
+            earlier = await self._outbound.find_outbound_by_idempotency_key(
                 idempotency_key, user_id=principal.user_id
             )
             if earlier is not None:
@@ -216,26 +219,29 @@ class WhatsAppService:
         target = await self._access.target(principal, selector, send.whatsapp_config_id)
         if send.free_form:
             await self._require_open_window(target)
-        recorded = await self._repository.record_outbound(
-            NewOutboundMessage(
-                to_phone=target.phone,
-                message_type=send.kind,
-                purpose=PURPOSE_API,
-                content=send.stored_content,
-                conversation_id=target.conversation.id if target.conversation else None,
-                kapso_conversation_id=target.kapso_conversation_id,
-                company_id=target.company_id,
-                user_id=principal.user_id,
-                business_phone_number_id=target.business_phone_number_id,
-                idempotency_key=idempotency_key,
-                request_fingerprint=fingerprint,
-            ),
-            count_attempt=True,
-        )
-        if not recorded.created:
-            # The same key arrived concurrently: one request sends, the other replays.
-            return _replay(recorded.message, fingerprint)
-        row = recorded.message  # recorded with this attempt counted
+        # The record and its first attempt in one transaction: a crash after it shows a send
+        # may have left.
+        async with self._db.transaction() as tx:
+            recorded = await self._outbound.record_outbound(
+                NewOutboundMessage(
+                    to_phone=target.phone,
+                    message_type=send.kind,
+                    purpose=PURPOSE_API,
+                    content=send.stored_content,
+                    conversation_id=target.conversation.id if target.conversation else None,
+                    kapso_conversation_id=target.kapso_conversation_id,
+                    company_id=target.company_id,
+                    user_id=principal.user_id,
+                    business_phone_number_id=target.business_phone_number_id,
+                    idempotency_key=idempotency_key,
+                    request_fingerprint=fingerprint,
+                ),
+                tx=tx,
+            )
+            if not recorded.created:
+                # The same key arrived concurrently: one request sends, the other replays.
+                return _replay(recorded.message, fingerprint)
+            row = await self._outbound.mark_outbound_attempt(recorded.message.id, tx=tx)
         try:
             result = await send.call(target.phone, target.business_phone_number_id, str(row.id))
         except KapsoError as exc:
@@ -243,20 +249,23 @@ class WhatsAppService:
             await self._record_failure(row, exc, error)
             raise error from exc
         # One transaction: the status with its wamid, and the conversation's copy.
-        await self._repository.record_sent(
-            row.id,
-            wamid=result.wamid,
-            message=self._conversations.outbound_message(
-                target.conversation.id,
-                content=send.stored_content,
-                wamid=result.wamid,
-                message_type=send.kind,
-                outbound_id=row.id,
-                sender_user_id=principal.user_id,
+        async with self._db.transaction() as tx:
+            change = await self._outbound.advance_outbound_status(
+                row.id, OutboundStatus.SENT, wamid=result.wamid, tx=tx
             )
-            if target.conversation is not None
-            else None,
-        )
+            accepted = change is not None and change.message.status in ACCEPTED_OUTBOUND_STATUSES
+            if target.conversation is not None and accepted:
+                await self._messages.append_message(
+                    self._conversations.outbound_message(
+                        target.conversation.id,
+                        content=send.stored_content,
+                        wamid=result.wamid,
+                        message_type=send.kind,
+                        outbound_id=row.id,
+                        sender_user_id=principal.user_id,
+                    ),
+                    tx=tx,
+                )
         return SendResponse(
             message_id=result.wamid,
             conversation_id=target.kapso_conversation_id,
@@ -267,7 +276,7 @@ class WhatsAppService:
         """Free-form messages only within 24 h of the user's last message; else 409."""
         last: Message | None = None
         if target.conversation is not None:
-            last = await self._repository.latest_message(
+            last = await self._messages.latest_message(
                 target.conversation.id, role=MessageRole.USER
             )
         if last is None or self._clock() - last.created_at >= CUSTOMER_SERVICE_WINDOW:
@@ -276,7 +285,7 @@ class WhatsAppService:
     async def _record_failure(self, row: OutboundMessage, exc: KapsoError, error: AppError) -> None:
         """Keep the answer the caller got, so a retry with the same key gets it again."""
         unknown = isinstance(exc, KapsoConnectionError) and exc.request_sent
-        await self._repository.advance_outbound_status(
+        await self._outbound.advance_outbound_status(
             row.id,
             OutboundStatus.UNKNOWN if unknown else OutboundStatus.FAILED,
             error_code=error.code,
@@ -298,13 +307,13 @@ class WhatsAppService:
         if company_id is None:
             if principal.user_id is None:
                 raise UnprocessableError("company_id is required", field="company_id")
-            active = await self._repository.get_active_company(principal.user_id)
+            active = await self._directory.get_active_company(principal.user_id)
             if active is None:
                 return []
             company_id = active.id
         if allowed is not None and company_id not in allowed:
             raise NotFoundError("No such company", code="company_not_found")
-        return await self._repository.list_company_conversations(
+        return await self._messages.list_company_conversations(
             company_id, limit=limit, offset=offset
         )
 
@@ -317,7 +326,7 @@ class WhatsAppService:
         offset: int,
     ) -> tuple[Conversation, list[Message]]:
         conversation = await self._access.conversation(principal, kapso_conversation_id)
-        messages = await self._repository.list_messages(conversation.id, limit=limit, offset=offset)
+        messages = await self._messages.list_messages(conversation.id, limit=limit, offset=offset)
         return conversation, messages
 
 

@@ -28,8 +28,8 @@ from app.integrations.kapso.api.webhooks import (
 from app.integrations.kapso.exceptions import KapsoWebhookPayloadError
 from app.integrations.kapso.webhook_events import ConversationEvent, MessageEvent, WebhookEvent
 from app.repositories.errors import StoreError
+from app.repositories.inbox import InboxStore
 from app.repositories.models import NewInboxEvent
-from app.repositories.whatsapp import WhatsAppRepository
 from app.services.whatsapp.inbox_codec import inbox_payload
 
 logger = logging.getLogger(__name__)
@@ -60,12 +60,12 @@ class WebhookIngestService:
 
     def __init__(
         self,
-        repository: WhatsAppRepository,
+        inbox: InboxStore,
         *,
         secret: SecretStr | None,
         on_recorded: Callable[[], None] | None = None,
     ) -> None:
-        self._repository = repository
+        self._inbox = inbox
         self._secret = secret.get_secret_value() if secret is not None else ""
         self._signatures = SignatureVerifier(self._secret)
         self._on_recorded = on_recorded
@@ -87,7 +87,7 @@ class WebhookIngestService:
             raise BadRequestError(str(exc), code="invalid_payload") from exc
         records = to_inbox_events(events, raw_body, headers)
         try:
-            results = await self._repository.record_inbox_events(records)
+            results = await self._inbox.record_inbox_events(records)
         except StoreError as exc:
             # Not a 200: Kapso retries, and nothing is lost.
             logger.error("Could not record webhook events: %s", type(exc).__name__)

@@ -1,0 +1,1 @@
+"""The PostgreSQL database: the connection pool, migrations and the embedded server."""

@@ -1,15 +1,11 @@
-"""Test data for the repository contract suite: unique numbers, users with a company."""
+"""Test data: unique phone numbers, users with a company."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 
+from app.dev_seed import DirectorySeeder
 from app.repositories.models import Company, Profile
-from app.repositories.whatsapp import WhatsAppRepository
-
-# Builds one more repository on the same store (another process, as far as the store knows).
-RepositoryFactory = Callable[[], Awaitable[WhatsAppRepository]]
 
 
 def unique_phone() -> str:
@@ -23,10 +19,10 @@ def unique_phone() -> str:
 
 
 async def make_member(
-    repository: WhatsAppRepository, *, company_name: str = "Demo SpA"
+    seeder: DirectorySeeder, *, company_name: str = "Demo SpA"
 ) -> tuple[Profile, Company]:
     """A user with one active company."""
-    profile = await repository.create_profile(phone=unique_phone(), full_name="Ana Pérez")
-    company = await repository.create_company(business_name=company_name, rut="76.123.456-7")
-    await repository.create_session(user_id=profile.id, company_id=company.id)
+    profile = await seeder.create_profile(phone=unique_phone(), full_name="Ana Pérez")
+    company = await seeder.create_company(business_name=company_name, rut="76.123.456-7")
+    await seeder.create_session(user_id=profile.id, company_id=company.id)
     return profile, company

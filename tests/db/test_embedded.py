@@ -408,3 +408,122 @@ def test_the_socket_path_always_fits(tmp_path: Path) -> None:
     socket_path = postgres.socket_dir / f".s.PGSQL.{postgres.port}"
     assert len(os.fsencode(socket_path)) <= 107
     assert not deep.exists()  # constructing one touches nothing
+
+
+def _hold(state_dir: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.db.embedded", "hold", "--dir", str(state_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_cli_hold_uses_it_until_a_signal(cluster: EmbeddedPostgres, signum: signal.Signals) -> None:
+    holder = _hold(cluster.state_dir)
+    try:
+        assert holder.stdout is not None
+        dsn = holder.stdout.readline().strip()
+        assert dsn, f"hold printed no DSN (exit {holder.poll()})"
+        asyncio.run(_select_1(dsn))
+        status = cluster.status()
+        assert status.running
+        assert status.in_use
+        # Processes coming and going (an API under --reload, a seed) do not stop it.
+        assert cluster.acquire() == dsn
+        assert cluster.release() is False
+        assert _running(cluster)
+
+        holder.send_signal(signum)
+        _, stderr = holder.communicate(timeout=60)
+        assert holder.returncode == 0, stderr
+        assert "released: stopped" in stderr
+        status = cluster.status()
+        assert not status.running
+        assert not status.in_use
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.communicate()
+
+
+def test_cli_hold_is_not_the_last_user_while_others_use_it(cluster: EmbeddedPostgres) -> None:
+    cluster.acquire()
+    holder = _hold(cluster.state_dir)
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip()
+    holder.terminate()
+    _, stderr = holder.communicate(timeout=60)
+    assert holder.returncode == 0, stderr
+    assert "released: stopped" not in stderr
+    assert _running(cluster)
+    assert cluster.release() is True
+
+
+def _age(path: Path, seconds: float) -> None:
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+
+
+def _wait_gone(pid: int) -> None:
+    """Until `pid` has exited (a zombie nobody has reaped yet counts as gone)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        if state == "Z":
+            return
+        assert time.monotonic() < deadline, f"process {pid} still runs"
+        time.sleep(0.05)
+
+
+def test_prune_destroys_only_clusters_nobody_uses(tmp_path: Path, users: list[UserProcess]) -> None:
+    under = tmp_path / "clusters"
+    abandoned = EmbeddedPostgres(under / "abandoned", durable=False)
+    held = EmbeddedPostgres(under / "held", durable=False)
+    other = under / "not-a-cluster"
+    other.mkdir(parents=True)
+    (other / "notes.txt").write_text("not ours")
+    try:
+        # A session killed while using its cluster leaves it running, with nobody holding it.
+        killed = UserProcess(abandoned.state_dir)
+        users.append(killed)
+        killed.acquire()
+        killed.kill()
+        abandoned_server = abandoned.status().pid
+        assert abandoned_server is not None
+        holder = UserProcess(held.state_dir)
+        users.append(holder)
+        holder.acquire()
+
+        # Just made, as by a session that has not taken its in-use lock yet: left alone.
+        pruned = _cli("prune", "--under", str(under))
+        assert pruned.returncode == 0, pruned.stderr
+        assert abandoned.status().running
+
+        for path in (abandoned.state_dir, held.state_dir, other):
+            _age(path, 120)
+        pruned = _cli("prune", "--under", str(under))
+        assert pruned.returncode == 0, pruned.stderr
+        assert f"removed {abandoned.state_dir}" in pruned.stderr
+        assert not abandoned.state_dir.exists()
+        assert not abandoned.cluster_dir.exists()
+        _wait_gone(abandoned_server)
+
+        assert held.status().running
+        assert (held.data_dir / "PG_VERSION").is_file()
+        assert (other / "notes.txt").read_text() == "not ours"
+        assert holder.release() is True
+    finally:
+        abandoned.destroy()
+        held.destroy()
+
+
+def test_prune_of_a_missing_directory_is_nothing_to_do(tmp_path: Path) -> None:
+    pruned = _cli("prune", "--under", str(tmp_path / "missing"))
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stderr == ""

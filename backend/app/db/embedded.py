@@ -17,7 +17,7 @@ As root, PostgreSQL refuses to run as root and its own user cannot reach a check
 The state directory then holds the locks and a `cluster` symlink to the data. No directory
 that is not ours is ever chmod-ed or chown-ed.
 
-CLI: `python -m app.db.embedded {start,stop,status,url}`.
+CLI: `python -m app.db.embedded {start,stop,status,url,hold,destroy,prune}`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import pwd
 import re
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -45,6 +46,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from urllib.parse import quote
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,8 @@ _LOG_ROTATE_BYTES = 10 * 1024 * 1024
 _LOG_TAIL_LINES = 30
 # The binaries verified in a fresh root copy: what this module and the local stack run.
 _CHECKED_BINARIES = ("postgres", "initdb", "pg_ctl", "pg_isready", "psql")
+# What a state directory holds (as root, without `data`): `prune` deletes nothing else.
+_STATE_DIR_ENTRIES = frozenset({"start.lock", "in-use.lock", "cluster", "data"})
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -281,6 +285,35 @@ class EmbeddedPostgres:
             use = _uses.pop(self.state_dir, None)
             if use is not None:
                 os.close(use.fd)
+        self._delete_files()
+
+    def destroy_if_unused(self) -> bool:
+        """`destroy()`, but only when no process uses the cluster or is starting or stopping it.
+
+        For clusters a killed process left behind (`prune`). Returns whether it destroyed it.
+        """
+        if not self.state_dir.is_dir():
+            return False
+        with _uses_lock:
+            if self.state_dir in _uses:
+                return False
+            fd = self._open_lock_file(self._start_lock_path)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False  # being started or stopped: someone is at work on it
+                if self._someone_uses_it():
+                    return False
+                # Started detached (CLI `start`) and then abandoned, or left by a killed user.
+                self._stop_server()
+                # Still under the start lock: whoever waits for it finds no cluster, not half a one.
+                self._delete_files()
+            finally:
+                os.close(fd)
+        return True
+
+    def _delete_files(self) -> None:
         shutil.rmtree(self.cluster_dir, ignore_errors=True)
         if self.socket_dir.parent != self.cluster_dir:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
@@ -909,17 +942,80 @@ def _default_state_dir() -> Path:
     return get_settings().embedded_postgres_dir
 
 
+def prune(under: Path, *, min_age_seconds: float = 60.0) -> list[Path]:
+    """Destroy the clusters in `under`'s subdirectories that no process uses; returns them.
+
+    For directories of throwaway clusters (the test sessions'): a session killed before its
+    clean-up leaves its cluster (as root, its /var/lib copy and maybe a running server).
+    """
+    try:
+        children = sorted(under.iterdir())
+    except FileNotFoundError:
+        return []
+    removed = []
+    for child in children:
+        if child.is_symlink() or not child.is_dir():
+            continue
+        try:
+            entries = {entry.name for entry in child.iterdir()}
+            age = time.time() - child.stat().st_mtime
+        except OSError:
+            continue
+        if entries and not entries & _STATE_DIR_ENTRIES:
+            continue  # not a state directory: not ours to delete
+        # A process that has just made its state directory takes the in-use lock a moment
+        # later (after the start lock, which it may be waiting for): leave young ones alone.
+        if age < min_age_seconds:
+            continue
+        try:
+            destroyed = EmbeddedPostgres(child).destroy_if_unused()
+        except (EmbeddedPostgresError, OSError) as exc:
+            # One cluster that will not stop must not keep the others.
+            logger.warning("Could not prune %s: %s", child, exc)
+            continue
+        if destroyed:
+            removed.append(child)
+    return removed
+
+
+def hold(postgres: EmbeddedPostgres) -> bool:
+    """Use the server until SIGTERM, SIGINT or SIGHUP; print its DSN once it runs.
+
+    For a shell script's session (dev.sh): the server outlives the processes that come and go
+    in it. Returns whether releasing stopped the server (this was its last user).
+    """
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    # Installed before acquiring: a signal during the start is not lost, it ends the hold
+    # right after it.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _on_signal)
+    postgres.acquire()
+    try:
+        print(_preferred_dsn(postgres.status()) or postgres.tcp_dsn or postgres.dsn, flush=True)
+        stop.wait()
+    finally:
+        stopped = postgres.release()
+    return stopped
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m app.db.embedded {start,stop,status,url}`."""
+    """`python -m app.db.embedded {start,stop,status,url,hold,destroy,prune}`."""
     parser = argparse.ArgumentParser(
         prog="python -m app.db.embedded",
         description="The checkout's embedded PostgreSQL.",
     )
     parser.add_argument(
         "command",
-        choices=["start", "stop", "status", "url"],
+        choices=["start", "stop", "status", "url", "hold", "destroy", "prune"],
         help="start: start it detached and print its DSN; stop: stop it whoever uses it; "
-        "status: exit 0 when it runs; url: print its DSN",
+        "status: exit 0 when it runs; url: print its DSN; hold: use it (starting it if "
+        "needed) and print its DSN, until SIGTERM/SIGINT, then release it (the last user "
+        "stops it); destroy: stop it and delete its data and state directory; prune: destroy "
+        "every cluster under --under that no process uses",
     )
     parser.add_argument(
         "--dir", type=Path, default=None, help="state directory (default EMBEDDED_POSTGRES_DIR)"
@@ -931,7 +1027,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-fsync", action="store_true", help="fsync=off, synchronous_commit=off (tests)"
     )
+    parser.add_argument(
+        "--under", type=Path, default=None, help="prune: the directory of state directories"
+    )
+    parser.add_argument(
+        "--min-age",
+        type=float,
+        default=60.0,
+        help="prune: leave state directories changed less than this many seconds ago",
+    )
     args = parser.parse_args(argv)
+    if args.command == "prune":
+        if args.under is None:
+            parser.error("prune needs --under")
+        for removed in prune(args.under, min_age_seconds=args.min_age):
+            print(f"removed {removed}", file=sys.stderr)
+        return 0
     postgres = EmbeddedPostgres(
         args.dir if args.dir is not None else _default_state_dir(),
         port=args.port,
@@ -946,6 +1057,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "stop":
             stopped = postgres.stop()
             print("stopped" if stopped else "not running", file=sys.stderr)
+            return 0
+        if args.command == "hold":
+            stopped = hold(postgres)
+            print("released: stopped" if stopped else "released", file=sys.stderr)
+            return 0
+        if args.command == "destroy":
+            postgres.destroy()
+            print(f"destroyed {postgres.state_dir}", file=sys.stderr)
             return 0
         status = postgres.status()
         if args.command == "url":

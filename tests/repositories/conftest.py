@@ -1,48 +1,28 @@
-"""The contract suite runs every test against both repositories: Supabase and SQLite."""
+"""The contract suite runs on PostgreSQL (the session's embedded cluster, a fresh database per
+test). `open_stores` opens more `Stores` on the same database, each with a pool of its own: what
+another API or worker process sees."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from app.repositories.sqlite_repository import SqliteWhatsAppRepository
-from app.repositories.supabase_repository import SupabaseWhatsAppRepository
-from app.repositories.whatsapp import WhatsAppRepository
-from support.store_data import RepositoryFactory
-from support.supabase_stack import SupabaseStack
+from app.db.pool import Database, PoolOptions
+from app.repositories.stores import Stores
 
-
-@pytest.fixture(params=["supabase", "sqlite"])
-async def repository_factory(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[RepositoryFactory]:
-    opened: list[WhatsAppRepository] = []
-    database = tmp_path / "store.sqlite3"
-
-    async def open_repository() -> WhatsAppRepository:
-        repository: WhatsAppRepository
-        if request.param == "supabase":
-            stack: SupabaseStack = request.getfixturevalue("supabase_stack")
-            repository = await SupabaseWhatsAppRepository.connect(stack.url, stack.service_role_key)
-        else:
-            repository = SqliteWhatsAppRepository(database)
-        opened.append(repository)
-        return repository
-
-    yield open_repository
-    for repository in opened:
-        await repository.aclose()
+StoresFactory = Callable[[], Awaitable[Stores]]
 
 
 @pytest.fixture
-async def repository(repository_factory: RepositoryFactory) -> WhatsAppRepository:
-    return await repository_factory()
+async def open_stores(database_url: str) -> AsyncIterator[StoresFactory]:
+    opened: list[Database] = []
 
+    async def open_another() -> Stores:
+        database = await Database.connect(database_url, PoolOptions(min_size=1, max_size=4))
+        opened.append(database)
+        return Stores.on(database)
 
-@pytest.fixture
-def tag() -> str:
-    """A unique prefix for this test's keys, so tests sharing one database never collide."""
-    return uuid.uuid4().hex
+    yield open_another
+    for database in opened:
+        await database.aclose()

@@ -9,6 +9,8 @@ import pytest
 
 from app.repositories.errors import StoreUnavailableError
 from app.repositories.group_commit import GroupCommit
+from app.repositories.models import NewInboxEvent
+from app.repositories.stores import Stores
 
 
 class Recorder:
@@ -166,3 +168,28 @@ async def test_a_caller_cancelled_while_waiting_is_never_written() -> None:
         await gone
     assert await group.submit([3]) == [6]
     assert recorder.batches == [[[1]], [[3]]]
+
+
+async def test_concurrent_inbox_records_share_transactions(stores: Stores) -> None:
+    """On the real inbox: every event of one write shares its transaction's received_at, so
+    fewer distinct times than callers means callers shared writes."""
+    callers = 50
+    results = await asyncio.gather(
+        *(
+            stores.inbox.record_inbox_events(
+                [
+                    NewInboxEvent(
+                        idempotency_key=f"gc-{n}", event="whatsapp.message.received", payload={}
+                    )
+                ]
+            )
+            for n in range(callers)
+        )
+    )
+    assert all(batch[0].is_new for batch in results)
+    rows = await stores.database.fetch(
+        "select count(distinct received_at) as writes, count(*) as events"
+        " from public.whatsapp_inbox_events"
+    )
+    assert rows[0]["events"] == callers
+    assert rows[0]["writes"] < callers / 5

@@ -1,44 +1,58 @@
-"""What only the Supabase side has: RLS, SQL functions, migrations, data API failures."""
+"""What Fizko's web app sees through Supabase's data API (PostgREST): row-level security.
+
+The service writes over a direct connection to the stack's database (`Stores`, as the tables'
+owner); users read through PostgREST with their JWT, anon with the anon key alone.
+"""
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from postgrest import APIError
-from supabase import AsyncClient, AsyncClientOptions, acreate_client
+from supabase import AsyncClient, AsyncClientOptions, ClientOptions, acreate_client, create_client
 
-from app.core.phone import normalize_phone
-from app.repositories.errors import StoreUnavailableError
+from app.db.pool import Database, PoolOptions
+from app.dev_seed import DirectorySeeder
 from app.repositories.models import (
     MessageMetadata,
     MessageRole,
     NewInboxEvent,
     NewMessage,
     NewOutboundMessage,
-    OutboundStatus,
     WhatsAppConversationMetadata,
 )
-from app.repositories.supabase_repository import SupabaseWhatsAppRepository
+from app.repositories.stores import Stores
+from app.repositories.supabase_directory import SupabaseDirectory
+from app.services.whatsapp.auth import authenticate_user_by_whatsapp
 from support.store_data import make_member, unique_phone
-from support.supabase_stack import ROOT, SupabaseStack
+from support.supabase_stack import SupabaseStack
 
 ClientFactory = Callable[[str | None], AbstractAsyncContextManager[AsyncClient]]
 
 
 @pytest.fixture
-async def repository(supabase_stack: SupabaseStack) -> AsyncIterator[SupabaseWhatsAppRepository]:
-    repository = await SupabaseWhatsAppRepository.connect(
-        supabase_stack.url, supabase_stack.service_role_key
+async def stack_database(supabase_stack: SupabaseStack) -> AsyncIterator[Database]:
+    """A direct connection to the stack's database, as the service has."""
+    database = await Database.connect(
+        supabase_stack.database_url, PoolOptions(min_size=1, max_size=4)
     )
-    yield repository
-    await repository.aclose()
+    yield database
+    await database.aclose()
+
+
+@pytest.fixture
+def stack_stores(stack_database: Database) -> Stores:
+    return Stores.on(stack_database)
+
+
+@pytest.fixture
+def stack_seeder(stack_database: Database) -> DirectorySeeder:
+    return DirectorySeeder(stack_database)
 
 
 @pytest.fixture
@@ -58,50 +72,17 @@ def client_as(supabase_stack: SupabaseStack) -> ClientFactory:
     return open_client
 
 
-# The cases the storage issue names, plus the forms WhatsApp and people use in Chile.
-PHONE_CASES = [
-    "+56 9 1234 5678",
-    "56912345678",
-    "+56912345678",
-    "912345678",
-    "9 1234 5678",
-    "0056912345678",
-    "(+56) 9-1234-5678",
-    "+56 2 2123 4567",
-    "+1 415 555 2671",
-    "+54 9 11 1234 5678",
-]
-
-
-@pytest.mark.parametrize("raw", PHONE_CASES)
-async def test_sql_and_python_normalise_phones_alike(
-    repository: SupabaseWhatsAppRepository,
+async def test_rls_user_reads_only_their_companies_rows(
+    stack_stores: Stores,
+    stack_seeder: DirectorySeeder,
     client_as: ClientFactory,
     supabase_stack: SupabaseStack,
-    raw: str,
 ) -> None:
-    async with client_as(supabase_stack.service_role_key) as client:
-        response = await client.rpc("normalize_phone_e164", {"raw": raw}).execute()
-    assert response.data == normalize_phone(raw)
-
-
-async def test_sql_normalisation_rejects_non_numbers(
-    client_as: ClientFactory, supabase_stack: SupabaseStack
-) -> None:
-    async with client_as(supabase_stack.service_role_key) as client:
-        for raw in ["", "abc", "12345"]:
-            response = await client.rpc("normalize_phone_e164", {"raw": raw}).execute()
-            assert response.data is None
-
-
-async def test_rls_user_reads_only_their_companies_rows(
-    repository: SupabaseWhatsAppRepository, client_as: ClientFactory, supabase_stack: SupabaseStack
-) -> None:
-    user_a, company_a = await make_member(repository, company_name="A SpA")
-    user_b, company_b = await make_member(repository, company_name="B SpA")
+    user_a, company_a = await make_member(stack_seeder, company_name="A SpA")
+    user_b, company_b = await make_member(stack_seeder, company_name="B SpA")
     conversations = {}
     for user, company in ((user_a, company_a), (user_b, company_b)):
-        result = await repository.get_or_create_conversation(
+        result = await stack_stores.conversations.get_or_create_conversation(
             kapso_conversation_id=f"kc-{uuid.uuid4()}",
             user_id=user.id,
             metadata=WhatsAppConversationMetadata(
@@ -109,7 +90,7 @@ async def test_rls_user_reads_only_their_companies_rows(
             ),
         )
         conversations[company.id] = result.conversation.id
-        await repository.append_message(
+        await stack_stores.conversations.append_message(
             NewMessage(
                 conversation_id=result.conversation.id,
                 role=MessageRole.USER,
@@ -119,11 +100,14 @@ async def test_rls_user_reads_only_their_companies_rows(
                 ),
             )
         )
-        await repository.record_outbound(
+        await stack_stores.outbound.record_outbound(
             NewOutboundMessage(
                 to_phone=unique_phone(), message_type="text", purpose="api", company_id=company.id
             )
         )
+    await stack_stores.inbox.record_inbox_events(
+        [NewInboxEvent(idempotency_key=f"rls-{uuid.uuid4()}", event="x", payload={"a": 1})]
+    )
 
     async with client_as(supabase_stack.user_token(user_a.id)) as client:
         seen = (await client.table("conversations").select("id").execute()).data
@@ -149,9 +133,10 @@ async def test_rls_user_reads_only_their_companies_rows(
             await client.table("whatsapp_outbound_messages").select("company_id").execute()
         ).data
         assert {row["company_id"] for row in outbound} == {str(company_a.id)}
-        # The inbox (raw payloads) is for the service only.
-        with pytest.raises(APIError):
-            await client.table("whatsapp_inbox_events").select("id").execute()
+        # The inbox (raw payloads) and its queues are for the service only.
+        for table in ("whatsapp_inbox_events", "whatsapp_inbox_queues"):
+            with pytest.raises(APIError):
+                await client.table(table).select("*").execute()
         # Users cannot write, nor run the service's functions.
         with pytest.raises(APIError):
             await (
@@ -160,115 +145,102 @@ async def test_rls_user_reads_only_their_companies_rows(
                 .execute()
             )
         with pytest.raises(APIError):
+            await (
+                client.table("whatsapp_outbound_messages")
+                .update({"status": "read"})
+                .eq("company_id", str(company_a.id))
+                .execute()
+            )
+        with pytest.raises(APIError):
             await client.rpc(
-                "whatsapp_inbox_claim", {"p_owner": "intruder", "p_limit": 10}
+                "whatsapp_inbox_claim",
+                {"p_owner": "intruder", "p_limit": 10, "p_lease_seconds": 30, "p_max_attempts": 3},
             ).execute()
+
+    # User B, the other way round.
+    async with client_as(supabase_stack.user_token(user_b.id)) as client:
+        seen = (await client.table("conversations").select("id").execute()).data
+        assert {row["id"] for row in seen} == {str(conversations[company_b.id])}
+        messages = (await client.table("messages").select("content").execute()).data
+        assert [row["content"] for row in messages] == ["secret of B SpA"]
 
 
 async def test_rls_anon_reads_nothing(
-    repository: SupabaseWhatsAppRepository, client_as: ClientFactory
+    stack_stores: Stores, stack_seeder: DirectorySeeder, client_as: ClientFactory
 ) -> None:
-    await make_member(repository)
-    await repository.record_inbox_events(
+    user, company = await make_member(stack_seeder)
+    conversation = await stack_stores.conversations.get_or_create_conversation(
+        kapso_conversation_id=f"kc-{uuid.uuid4()}",
+        user_id=user.id,
+        metadata=WhatsAppConversationMetadata(user_id=user.id, company_id=company.id),
+    )
+    await stack_stores.conversations.append_message(
+        NewMessage(
+            conversation_id=conversation.conversation.id, role=MessageRole.USER, content="hola"
+        )
+    )
+    await stack_stores.outbound.record_outbound(
+        NewOutboundMessage(
+            to_phone=unique_phone(), message_type="text", purpose="api", company_id=company.id
+        )
+    )
+    await stack_stores.inbox.record_inbox_events(
         [NewInboxEvent(idempotency_key=f"anon-{uuid.uuid4()}", event="x", payload={})]
     )
     async with client_as(None) as client:
         for table in ("profiles", "companies", "sessions", "conversations", "messages"):
             assert (await client.table(table).select("*").execute()).data == []
         assert (await client.table("whatsapp_outbound_messages").select("*").execute()).data == []
-        with pytest.raises(APIError):
-            await client.table("whatsapp_inbox_events").select("*").execute()
+        for table in ("whatsapp_inbox_events", "whatsapp_inbox_queues"):
+            with pytest.raises(APIError):
+                await client.table(table).select("*").execute()
         with pytest.raises(APIError):
             await client.table("profiles").insert({"phone": "+56911111111"}).execute()
 
 
-async def test_status_trigger_refuses_backward_updates(
-    repository: SupabaseWhatsAppRepository, client_as: ClientFactory, supabase_stack: SupabaseStack
+async def test_the_seeds_entry_point_with_a_supabase_client(
+    stack_stores: Stores, stack_seeder: DirectorySeeder, supabase_stack: SupabaseStack
 ) -> None:
-    """The SQL backstop: even a direct update cannot move a status backwards."""
-    recorded = await repository.record_outbound(
-        NewOutboundMessage(to_phone=unique_phone(), message_type="text", purpose="reply")
+    """The seed calls `authenticate_user_by_whatsapp(supabase, phone)` with its own client
+    (service role, sync or async): the lookup reads the same rows, in the same order, through
+    PostgREST as `DirectoryStore` does over the direct connection."""
+    phone = unique_phone()
+    await stack_seeder.create_profile(phone=phone)
+    verified = await stack_seeder.create_profile(phone=phone.removeprefix("+"), phone_verified=True)
+    await stack_seeder.create_profile(phone=phone)  # newer, not verified
+    older = await stack_seeder.create_company(business_name="Older SpA")
+    newest = await stack_seeder.create_company(business_name="Newest SpA")
+    never_used = await stack_seeder.create_company(business_name="Never Used SpA")
+    now = datetime.now(UTC)
+    await stack_seeder.create_session(
+        user_id=verified.id, company_id=older.id, last_accessed_at=now - timedelta(days=1)
     )
-    await repository.advance_outbound_status(recorded.message.id, OutboundStatus.DELIVERED)
-    async with client_as(supabase_stack.service_role_key) as client:
-        table = client.table("whatsapp_outbound_messages")
-        with pytest.raises(APIError) as raised:
-            await table.update({"status": "sent"}).eq("id", str(recorded.message.id)).execute()
-    assert raised.value.code == "23514"
+    await stack_seeder.create_session(
+        user_id=verified.id, company_id=newest.id, last_accessed_at=now
+    )
+    await stack_seeder.create_session(user_id=verified.id, company_id=never_used.id)
 
-
-def test_migrations_are_safe_to_run_again(supabase_stack: SupabaseStack) -> None:
-    """Every statement is "if not exists"/"or replace": a database that has it all is fine."""
-    migrations = sorted((ROOT / "backend" / "supabase" / "migrations").glob("*.sql"))
-    assert migrations
-    for migration in migrations:
-        result = subprocess.run(
-            [
-                "psql",
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                supabase_stack.database_url,
-                "--single-transaction",
-                "-f",
-                str(migration),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-            env={"PGOPTIONS": "-c client_min_messages=warning", "PATH": "/usr/bin:/bin"},
+    async with httpx.AsyncClient(timeout=10) as http:
+        async_client = await acreate_client(
+            supabase_stack.url,
+            supabase_stack.service_role_key,
+            options=AsyncClientOptions(httpx_client=http),
         )
-        assert result.returncode == 0, result.stderr
-
-
-async def test_unreachable_data_api_is_unavailable_not_not_found() -> None:
-    """The original told registered users to register when the database hiccupped."""
-    repository = await SupabaseWhatsAppRepository.connect(
-        f"http://127.0.0.1:{closed_port()}", "service-key", timeout_seconds=2
-    )
-    try:
-        with pytest.raises(StoreUnavailableError):
-            await repository.find_profile_by_phone("+56912345678")
-        with pytest.raises(StoreUnavailableError):
-            await repository.claim_inbox_events(owner="w", limit=1, lease_seconds=1, max_attempts=1)
-        with pytest.raises(StoreUnavailableError):
-            await repository.ping()
-    finally:
-        await repository.aclose()
-
-
-async def test_gateway_without_postgrest_is_unavailable(supabase_stack: SupabaseStack) -> None:
-    """The gateway answering 502 (PostgREST down) is a store outage too."""
-    transport = httpx.MockTransport(
-        lambda request: httpx.Response(502, text="<html>Bad Gateway</html>")
-    )
-    http = httpx.AsyncClient(transport=transport)
-    client = await acreate_client(
-        supabase_stack.url,
-        supabase_stack.service_role_key,
-        options=AsyncClientOptions(httpx_client=http, postgrest_client_retry=False),
-    )
-    repository = SupabaseWhatsAppRepository(client, http)
-    try:
-        with pytest.raises(StoreUnavailableError):
-            await repository.get_active_company(uuid.uuid4())
-    finally:
-        await repository.aclose()
-
-
-def closed_port() -> int:
-    """A port nothing listens on: bound, then released."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def test_bootstrap_is_kept_out_of_the_real_migrations() -> None:
-    migrations = ROOT / "backend" / "supabase" / "migrations"
-    for migration in migrations.glob("*.sql"):
-        text = migration.read_text()
-        assert "create role" not in text.lower(), migration.name
-        assert "auth.users" not in text.split("--")[0]
-    assert Path(ROOT / "backend" / "supabase" / "local" / "bootstrap.sql").is_file()
+        with httpx.Client(timeout=10) as sync_http:
+            sync_client = create_client(
+                supabase_stack.url,
+                supabase_stack.service_role_key,
+                options=ClientOptions(httpx_client=sync_http),
+            )
+            for client in (async_client, sync_client):
+                assert await authenticate_user_by_whatsapp(client, phone) == verified.id
+                assert await authenticate_user_by_whatsapp(client, unique_phone()) is None
+                directory = SupabaseDirectory(client)
+                active = await directory.get_active_company(verified.id)
+                assert active is not None
+                assert active.id == newest.id
+                assert active == await stack_stores.directory.get_active_company(verified.id)
+                by_phone = await directory.find_profile_by_phone(phone)
+                assert by_phone == await stack_stores.directory.find_profile_by_phone(phone)
+                assert by_phone is not None
+                assert by_phone.id == verified.id

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -15,11 +15,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from app.core.errors import BadRequestError
+from app.core.errors import BadRequestError, ServiceUnavailableError
+from app.db.pool import Database, PoolOptions
 from app.integrations.kapso.api.webhooks import parse_webhook_request, verify_signature
+from app.repositories.inbox import InboxStore
 from app.repositories.models import InboxState, NewInboxEvent
-from app.repositories.sqlite_repository import SqliteWhatsAppRepository
-from app.repositories.whatsapp import WhatsAppRepository
+from app.repositories.stores import Stores
 from app.services.whatsapp.webhook_ingest import (
     InvalidWebhookSignatureError,
     WebhookIngestService,
@@ -73,20 +74,16 @@ def test_keys_without_an_idempotency_header_come_from_the_body() -> None:
     assert all(row.idempotency_key.startswith("sha256:") for row in rows)
 
 
-@pytest.fixture
-async def repository(tmp_path: Path) -> AsyncIterator[SqliteWhatsAppRepository]:
-    repo = SqliteWhatsAppRepository(tmp_path / "ingest.sqlite3")
-    yield repo
-    await repo.aclose()
-
-
 def _signed(raw_body: bytes, headers: dict[str, str]) -> dict[str, str]:
     signature = hmac.new(SECRET.encode(), raw_body, hashlib.sha256).hexdigest()
     return {**headers, "X-Webhook-Signature": signature}
 
 
-async def test_header_names_in_any_case_are_read(repository: SqliteWhatsAppRepository) -> None:
-    ingest = WebhookIngestService(repository, secret=SecretStr(SECRET))
+async def test_header_names_in_any_case_are_read(stores: Stores) -> None:
+    recorded: list[str] = []
+    ingest = WebhookIngestService(
+        stores.inbox, secret=SecretStr(SECRET), on_recorded=lambda: recorded.append("new")
+    )
     batch = orjson.loads((FIXTURES / "v2" / "message.received.batch.json").read_bytes())
     # Only the headers say "batch" and name the event: the body has neither flag nor type.
     raw_body = orjson.dumps({"data": batch["data"][:1]})
@@ -104,18 +101,18 @@ async def test_header_names_in_any_case_are_read(repository: SqliteWhatsAppRepos
     summary = await ingest.ingest(raw_body, headers)
     again = await ingest.ingest(raw_body, headers)
 
-    (event,) = await repository.list_inbox_events(InboxState.PENDING, limit=10)
+    (event,) = await stores.inbox.list_inbox_events(InboxState.PENDING, limit=10)
     assert (summary.received, summary.accepted, summary.duplicates) == (1, 1, 0)
     assert (again.received, again.accepted, again.duplicates) == (1, 0, 1)
+    # Workers are woken for the new event only, not for the duplicate.
+    assert recorded == ["new"]
     assert event.idempotency_key == "delivery-1:0"
     assert event.event == "whatsapp.message.received"
     assert event.payload["payload_version"] == "v2"
 
 
-async def test_unsigned_or_malformed_deliveries_are_refused(
-    repository: SqliteWhatsAppRepository,
-) -> None:
-    ingest = WebhookIngestService(repository, secret=SecretStr(SECRET))
+async def test_unsigned_or_malformed_deliveries_are_refused(stores: Stores) -> None:
+    ingest = WebhookIngestService(stores.inbox, secret=SecretStr(SECRET))
     raw_body = (FIXTURES / "v2" / "message.received.text.json").read_bytes()
     headers = {"X-Webhook-Event": "whatsapp.message.received"}
 
@@ -123,12 +120,27 @@ async def test_unsigned_or_malformed_deliveries_are_refused(
         await ingest.ingest(raw_body, {**headers, "X-Webhook-Signature": "0" * 64})
     with pytest.raises(BadRequestError):
         await ingest.ingest(b"[1]", _signed(b"[1]", headers))
-    assert await repository.list_inbox_events(InboxState.PENDING, limit=10) == []
+    assert await stores.inbox.list_inbox_events(InboxState.PENDING, limit=10) == []
+
+
+async def test_a_store_failure_is_a_503_so_kapso_retries(database_url: str) -> None:
+    database = await Database.connect(database_url, PoolOptions(min_size=1, max_size=1))
+    await database.aclose()  # the database is gone
+    woken: list[str] = []
+    ingest = WebhookIngestService(
+        InboxStore(database), secret=SecretStr(SECRET), on_recorded=lambda: woken.append("x")
+    )
+    raw_body = (FIXTURES / "v2" / "message.received.text.json").read_bytes()
+    headers = _signed(raw_body, {"X-Webhook-Event": "whatsapp.message.received"})
+    with pytest.raises(ServiceUnavailableError) as raised:
+        await ingest.ingest(raw_body, headers)
+    assert raised.value.code == "store_unavailable"
+    assert woken == []
 
 
 def _signature_checker(secret: str) -> WebhookIngestService:
     # The signature check never reaches the store.
-    return WebhookIngestService(cast(WhatsAppRepository, None), secret=SecretStr(secret))
+    return WebhookIngestService(cast(InboxStore, None), secret=SecretStr(secret))
 
 
 def _accepts(service: WebhookIngestService, raw_body: bytes, signature: str | None) -> bool:

@@ -208,6 +208,22 @@ async def test_a_store_error_caught_in_the_block_does_not_commit_half_of_it(
     assert await stores.outbound.find_outbound_by_idempotency_key(f"{tag}:2", user_id=None) is None
 
 
+async def test_a_block_that_swallows_a_store_error_is_told_nothing_was_committed(
+    stores: Stores, seeder: DirectorySeeder, tag: str
+) -> None:
+    """Caught and the block ended normally: the commit rolls back, and says so."""
+    conversation = await conversation_of(stores, seeder, f"{tag}-ks")
+    wamid = f"wamid.{tag}"
+    broken = reply(conversation, f"{tag}:1", "uno").model_copy(update={"company_id": uuid.uuid4()})
+
+    with pytest.raises(StoreError, match="rolled back"):
+        async with stores.database.transaction() as tx:
+            await stores.conversations.append_message(user_message(conversation, wamid), tx=tx)
+            with pytest.raises(StoreConstraintError):
+                await stores.outbound.record_outbound(broken, tx=tx)
+    assert await stores.conversations.find_message_by_wamid(wamid) is None
+
+
 async def test_a_send_its_copy_and_the_completion_commit_together(
     stores: Stores, seeder: DirectorySeeder, tag: str
 ) -> None:

@@ -17,7 +17,12 @@ from typing import Any, TypeAlias
 import asyncpg
 import orjson
 
-from app.repositories.errors import StoreConstraintError, StoreError, StoreUnavailableError
+from app.repositories.errors import (
+    StoreConflictError,
+    StoreConstraintError,
+    StoreError,
+    StoreUnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +109,22 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
-        """One transaction: committed when the block ends, rolled back when it raises."""
+        """One transaction: committed when the block ends, rolled back when it raises.
+
+        A statement that failed inside the block aborts the transaction even if the caller
+        caught its error: the commit then rolls back, and that is raised, never silent."""
         with translate_errors():
-            async with self._pool.acquire() as connection, connection.transaction():
-                yield connection
+            async with self._pool.acquire() as connection:
+                await connection.execute("begin")
+                try:
+                    yield connection
+                except BaseException:
+                    if not connection.is_closed():
+                        await connection.execute("rollback")
+                    raise
+                outcome = await connection.execute("commit")
+                if outcome != "COMMIT":
+                    raise StoreError("the transaction failed and was rolled back")
 
     async def fetch(self, sql: str, *args: Any, tx: Connection | None = None) -> list[Record]:
         with translate_errors():
@@ -156,6 +173,8 @@ def store_error(err: asyncpg.PostgresError) -> StoreError:
     if state.startswith(("22", "23")):
         # Class 22 (data exception) and 23 (integrity constraint violation).
         return StoreConstraintError(message)
+    if state in ("40001", "40P01"):
+        return StoreConflictError(message)
     if state.startswith(_RETRYABLE_CLASSES):
         return StoreUnavailableError(message)
     return StoreError(message)

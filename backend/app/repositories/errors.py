@@ -11,5 +11,9 @@ class StoreUnavailableError(StoreError):
     """The store could not be reached or is temporarily failing; retrying later may work."""
 
 
+class StoreConflictError(StoreUnavailableError):
+    """Two transactions met (a deadlock, a serialization failure): running it again works."""
+
+
 class StoreConstraintError(StoreError):
     """The store refused the data: a constraint, a reference or a value was invalid."""

@@ -1,10 +1,10 @@
 """Group commit: callers that arrive while a write is under way share the next write.
 
-Webhook deliveries arrive many at a time, and each write to the store costs a fixed price (a
-transaction and a commit on SQLite; an HTTP request, a PostgREST round trip and a commit on
-Supabase) that dwarfs the rows it carries. Queuing the callers that arrive during a write and
-writing them together next turns N writes into one, while every caller still waits for its own
-rows to be committed and gets its own results, in order.
+Webhook deliveries arrive many at a time, and each write costs a fixed price (a round trip to
+PostgreSQL, a statement and a commit, with its WAL flush) that dwarfs the rows it carries.
+Queuing the callers that arrive during a write and writing them together next turns N writes
+into one, while every caller still waits for its own rows to be committed and gets its own
+results, in order.
 """
 
 from __future__ import annotations

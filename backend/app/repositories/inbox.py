@@ -19,6 +19,7 @@ from uuid import UUID
 import asyncpg
 
 from app.db.pool import Connection, Database
+from app.repositories.errors import StoreConflictError
 from app.repositories.group_commit import GroupCommit
 from app.repositories.models import (
     Conversation,
@@ -32,6 +33,8 @@ from app.repositories.rows import parse, parse_all, parse_optional
 logger = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "whatsapp_inbox"
+# Times an inbox write aborted by a deadlock is run again before the delivery gets a 503.
+_DEADLOCK_RETRIES = 3
 
 _CLAIM = """
     select e.*, case when c.id is null then null else to_jsonb(c) end as conversation
@@ -72,21 +75,32 @@ class InboxStore:
     ) -> list[list[InboxRecordResult]]:
         events = [event for group in batch for event in group]
         ids = [uuid.uuid4() for _ in events]
-        # One statement, atomic by itself: no transaction around it (one round trip).
-        inserted = await self._db.fetch(
-            """insert into public.whatsapp_inbox_events
-                 (id, idempotency_key, event, wamid, conversation_key, payload)
-               select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
-                                    $5::text[], $6::jsonb[])
-               on conflict do nothing
-               returning id""",
-            ids,
-            [e.idempotency_key for e in events],
-            [e.event for e in events],
-            [e.wamid or None for e in events],
-            [e.conversation_key or None for e in events],
-            [e.payload for e in events],
-        )
+        # One statement, atomic by itself: no transaction around it (one round trip). Rows go in
+        # arrival order (it numbers them: `seq`); two processes writing overlapping batches in
+        # different orders can wait on each other in a cycle, and PostgreSQL aborts one: it runs
+        # again.
+        order = range(len(events))
+        for attempt in range(_DEADLOCK_RETRIES + 1):
+            try:
+                inserted = await self._db.fetch(
+                    """insert into public.whatsapp_inbox_events
+                         (id, idempotency_key, event, wamid, conversation_key, payload)
+                       select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
+                                            $5::text[], $6::jsonb[])
+                       on conflict do nothing
+                       returning id""",
+                    [ids[i] for i in order],
+                    [events[i].idempotency_key for i in order],
+                    [events[i].event for i in order],
+                    [events[i].wamid or None for i in order],
+                    [events[i].conversation_key or None for i in order],
+                    [events[i].payload for i in order],
+                )
+                break
+            except StoreConflictError:
+                if attempt == _DEADLOCK_RETRIES:
+                    raise
+                logger.info("Inbox write met another one (deadlock); writing again")
         fresh = {row["id"] for row in inserted}
         found: dict[int, UUID] = {}
         if len(fresh) < len(events):

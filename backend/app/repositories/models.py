@@ -209,13 +209,6 @@ class InboxEvent(_Record):
     conversation: Conversation | None = None
 
 
-class InboxLease(_Record):
-    """A claimed event and the worker holding it: what completing it needs."""
-
-    event_id: UUID
-    owner: str
-
-
 class OutboundStatus(StrEnum):
     """Forward-only: pending → unknown/sent → delivered → read; failed is final."""
 
@@ -319,21 +312,3 @@ def outbound_status_allowed(old: OutboundStatus, new: OutboundStatus) -> bool:
     if new is OutboundStatus.FAILED:
         return old in (OutboundStatus.PENDING, OutboundStatus.UNKNOWN, OutboundStatus.SENT)
     return _OUTBOUND_RANK[new] > _OUTBOUND_RANK[old]
-
-
-class InboundWithReplies(_Record):
-    """`record_inbound_with_replies`: the inbound message and each reply's record, in order."""
-
-    message: MessageAppendResult
-    replies: list[OutboundRecordResult]
-
-
-class SentRecord(_Record):
-    """`record_sent`: the reply's status change, its stored copy, and the completed event."""
-
-    # None when there is no such outbound message.
-    change: OutboundStatusChange | None
-    # None when no message was given, or the outbound message is not accepted (e.g. failed).
-    message: MessageAppendResult | None = None
-    # None when no completion was asked, or the lease is no longer the caller's.
-    completed: InboxEvent | None = None

@@ -325,7 +325,10 @@ begin
       from public.whatsapp_inbox_queues q
      where q.due_at <= v_now
      order by q.due_at
-     limit p_limit * 2
+     -- Beyond p_limit: queues whose head is in flight may be due early (a new event moved
+     -- them); each is looked at, corrected and skipped. The loop stops at p_limit claimed,
+     -- and rows are locked only as they are read.
+     limit p_limit + 200
        for update skip locked
   loop
     exit when v_count >= p_limit;

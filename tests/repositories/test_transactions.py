@@ -216,11 +216,14 @@ async def test_a_block_that_swallows_a_store_error_is_told_nothing_was_committed
     wamid = f"wamid.{tag}"
     broken = reply(conversation, f"{tag}:1", "uno").model_copy(update={"company_id": uuid.uuid4()})
 
-    with pytest.raises(StoreError, match="rolled back"):
+    async def swallowing_step() -> None:
         async with stores.database.transaction() as tx:
             await stores.conversations.append_message(user_message(conversation, wamid), tx=tx)
             with pytest.raises(StoreConstraintError):
                 await stores.outbound.record_outbound(broken, tx=tx)
+
+    with pytest.raises(StoreError, match="rolled back"):
+        await swallowing_step()
     assert await stores.conversations.find_message_by_wamid(wamid) is None
 
 

@@ -13,7 +13,7 @@ RECEIVED = "whatsapp.message.received"
 
 
 async def test_known_user_gets_one_reply_and_both_messages_are_stored(flow: LocalFlow) -> None:
-    profile, company = await make_member(flow.repository)
+    profile, company = await make_member(flow.seeder)
     assert profile.phone is not None
     sent = await flow.say(profile.phone, "Hola, ¿cuánto IVA debo pagar?", name="Ana Pérez")
 
@@ -24,15 +24,17 @@ async def test_known_user_gets_one_reply_and_both_messages_are_stored(flow: Loca
     assert replies[0]["request"]["context"] == {"message_id": sent["message"]["id"]}
 
     # The emulator has the reply before the worker stored it: wait for the event to finish.
-    await wait_inbox_done(flow.repository, wamid=sent["message"]["id"], event=RECEIVED)
-    conversation = await flow.repository.find_conversation_by_kapso_id(sent["conversation_id"])
+    await wait_inbox_done(flow.stores.inbox, wamid=sent["message"]["id"], event=RECEIVED)
+    conversation = await flow.stores.conversations.find_conversation_by_kapso_id(
+        sent["conversation_id"]
+    )
     assert conversation is not None
     assert conversation.metadata.channel == "whatsapp"
     assert conversation.metadata.created_via == "whatsapp_webhook"
     assert conversation.metadata.user_id == profile.id
     assert conversation.metadata.company_id == company.id
     assert conversation.metadata.phone_number == profile.phone
-    messages = await flow.repository.list_messages(conversation.id)
+    messages = await flow.stores.conversations.list_messages(conversation.id)
     assert [m.role for m in messages] == [MessageRole.USER, MessageRole.ASSISTANT]
     assert messages[0].content == "Hola, ¿cuánto IVA debo pagar?"
     assert messages[0].metadata.whatsapp_message_id == sent["message"]["id"]

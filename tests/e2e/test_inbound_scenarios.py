@@ -19,7 +19,6 @@ from app.repositories.models import (
 )
 from support.e2e import (
     LocalFlow,
-    StoreChoice,
     eventually,
     find_inbox_events,
     local_flow,
@@ -46,7 +45,7 @@ async def flow(flow: LocalFlow) -> AsyncIterator[LocalFlow]:
 
 async def conversation_of(flow: LocalFlow, kapso_conversation_id: str) -> Conversation:
     async def found() -> Conversation | None:
-        return await flow.repository.find_conversation_by_kapso_id(kapso_conversation_id)
+        return await flow.stores.conversations.find_conversation_by_kapso_id(kapso_conversation_id)
 
     conversation: Conversation = await eventually(found)
     return conversation
@@ -54,7 +53,7 @@ async def conversation_of(flow: LocalFlow, kapso_conversation_id: str) -> Conver
 
 async def messages_of(flow: LocalFlow, kapso_conversation_id: str) -> list[Message]:
     conversation = await conversation_of(flow, kapso_conversation_id)
-    return await flow.repository.list_messages(conversation.id, limit=200)
+    return await flow.stores.conversations.list_messages(conversation.id, limit=200)
 
 
 async def say_and_wait_arrival(flow: LocalFlow, phone: str, text: str, **body: Any) -> str:
@@ -62,7 +61,7 @@ async def say_and_wait_arrival(flow: LocalFlow, phone: str, text: str, **body: A
     next message arrives after it: Kapso itself does not promise delivery order)."""
     sent = await flow.say(phone, text, **body)
     wamid: str = sent["message"]["id"]
-    await eventually(lambda: find_inbox_events(flow.repository, wamid=wamid, event=RECEIVED))
+    await eventually(lambda: find_inbox_events(flow.stores.inbox, wamid=wamid, event=RECEIVED))
     return wamid
 
 
@@ -71,7 +70,7 @@ def reply_contexts(replies: list[dict[str, Any]]) -> list[str]:
 
 
 async def member_phone(flow: LocalFlow) -> tuple[str, Any, Any]:
-    profile, company = await make_member(flow.repository)
+    profile, company = await make_member(flow.seeder)
     assert profile.phone is not None
     return profile.phone, profile, company
 
@@ -89,7 +88,7 @@ async def test_v1_payloads_reach_a_known_user_and_are_stored(flow: LocalFlow) ->
     assert "Recibimos tu mensaje" in replies[0]["request"]["text"]["body"]
     assert reply_contexts(replies) == [sent["message"]["id"]]
     # The emulator has the reply before the worker stored it: wait for the event to finish.
-    [event] = await wait_inbox_done(flow.repository, wamid=sent["message"]["id"], event=RECEIVED)
+    [event] = await wait_inbox_done(flow.stores.inbox, wamid=sent["message"]["id"], event=RECEIVED)
 
     messages = await messages_of(flow, sent["conversation_id"])
     assert [m.role for m in messages] == [MessageRole.USER, MessageRole.ASSISTANT]
@@ -118,7 +117,7 @@ async def test_emulator_batches_are_stored_and_each_message_answered(flow: Local
     assert deliveries[0]["state"] == "delivered"
 
     for wamid in wamids:
-        await wait_inbox_done(flow.repository, wamid=wamid, event=RECEIVED)
+        await wait_inbox_done(flow.stores.inbox, wamid=wamid, event=RECEIVED)
     messages = await messages_of(flow, sent[0]["conversation_id"])
     users = [m for m in messages if m.role is MessageRole.USER]
     assert [m.metadata.whatsapp_message_id for m in users] == wamids
@@ -148,14 +147,14 @@ async def test_one_conversation_in_order_while_another_proceeds(flow: LocalFlow)
 
     for phone, texts in ((first, "Pregunta"), (second, "Otra")):
         for wamid in sent[phone]:
-            await wait_inbox_done(flow.repository, wamid=wamid, event=RECEIVED)
-        events = await find_inbox_events(flow.repository, event=RECEIVED)
+            await wait_inbox_done(flow.stores.inbox, wamid=wamid, event=RECEIVED)
+        events = await find_inbox_events(flow.stores.inbox, event=RECEIVED)
         mine = [e for e in events if e.wamid in sent[phone]]
-        conversation = await flow.repository.find_conversation_by_kapso_id(
+        conversation = await flow.stores.conversations.find_conversation_by_kapso_id(
             str(mine[0].conversation_key)
         )
         assert conversation is not None
-        messages = await flow.repository.list_messages(conversation.id, limit=200)
+        messages = await flow.stores.conversations.list_messages(conversation.id, limit=200)
         users = [m for m in messages if m.role is MessageRole.USER]
         assert [m.metadata.whatsapp_message_id for m in users] == sent[phone]
         assert [m.content for m in users] == [f"{texts} {n}" for n in range(len(sent[phone]))]
@@ -168,7 +167,7 @@ async def test_one_conversation_in_order_while_another_proceeds(flow: LocalFlow)
 
 
 async def test_known_user_without_an_active_company_gets_one_notice(flow: LocalFlow) -> None:
-    profile = await flow.repository.create_profile(phone=unique_phone(), full_name="Luis Rojas")
+    profile = await flow.seeder.create_profile(phone=unique_phone(), full_name="Luis Rojas")
     assert profile.phone is not None
     first = await flow.say(profile.phone, "Hola", name="Luis Rojas")
     notices = await flow.outbox(profile.phone, wait_count=1)
@@ -178,7 +177,7 @@ async def test_known_user_without_an_active_company_gets_one_notice(flow: LocalF
     assert "no tiene una empresa activa" in body
 
     second = await flow.say(profile.phone, "¿Hola?")
-    await wait_inbox_done(flow.repository, wamid=second["message"]["id"], event=RECEIVED)
+    await wait_inbox_done(flow.stores.inbox, wamid=second["message"]["id"], event=RECEIVED)
     await flow.drain_deliveries()
     assert len(await flow.outbox(profile.phone)) == 1
 
@@ -186,7 +185,7 @@ async def test_known_user_without_an_active_company_gets_one_notice(flow: LocalF
     assert conversation.user_id == profile.id
     assert conversation.metadata.user_id == profile.id
     assert conversation.metadata.company_id is None
-    messages = await flow.repository.list_messages(conversation.id)
+    messages = await flow.stores.conversations.list_messages(conversation.id)
     assert [(m.role, m.content) for m in messages if m.role is MessageRole.USER] == [
         (MessageRole.USER, "Hola"),
         (MessageRole.USER, "¿Hola?"),
@@ -198,11 +197,11 @@ async def test_known_user_without_an_active_company_gets_one_notice(flow: LocalF
 
 async def switch_company(flow: LocalFlow, user_id: Any) -> Any:
     """Make another company the user's active one (what a fresh lookup would now find)."""
-    other = await flow.repository.create_company(business_name="Otra SpA", rut="77.777.777-7")
-    await flow.repository.create_session(
+    other = await flow.seeder.create_company(business_name="Otra SpA", rut="77.777.777-7")
+    await flow.seeder.create_session(
         user_id=user_id, company_id=other.id, last_accessed_at=datetime.now(UTC)
     )
-    active = await flow.repository.get_active_company(user_id)
+    active = await flow.stores.directory.get_active_company(user_id)
     assert active is not None
     assert active.id == other.id
     return other
@@ -227,9 +226,9 @@ async def test_a_conversation_reuses_its_cached_user_and_company(flow: LocalFlow
     assert after.resolved_at == cached.resolved_at
 
 
-async def test_with_a_zero_ttl_every_message_resolves_again(store: StoreChoice) -> None:
+async def test_with_a_zero_ttl_every_message_resolves_again(database_url: str) -> None:
     started = datetime.now(UTC)
-    async with local_flow(store, auth_cache_ttl_seconds=0) as flow:
+    async with local_flow(database_url, auth_cache_ttl_seconds=0) as flow:
         phone, profile, company = await member_phone(flow)
         first = await flow.say(phone, "Uno")
         await flow.outbox(phone, wait_count=1)
@@ -339,7 +338,9 @@ async def test_a_file_is_acknowledged_and_its_media_stored(
 
 
 async def conversation_is(flow: LocalFlow, kapso_conversation_id: str, **expected: Any) -> bool:
-    conversation = await flow.repository.find_conversation_by_kapso_id(kapso_conversation_id)
+    conversation = await flow.stores.conversations.find_conversation_by_kapso_id(
+        kapso_conversation_id
+    )
     if conversation is None:
         return False
     metadata = conversation.metadata.model_dump()
@@ -347,7 +348,7 @@ async def conversation_is(flow: LocalFlow, kapso_conversation_id: str, **expecte
 
 
 async def outbound_status(flow: LocalFlow, wamid: str) -> OutboundStatus | None:
-    row = await flow.repository.find_outbound_by_wamid(wamid)
+    row = await flow.stores.outbound.find_outbound_by_wamid(wamid)
     return row.status if row else None
 
 
@@ -360,7 +361,7 @@ async def test_a_manual_answer_from_kapso_is_stored_and_our_echoes_are_not(
     # Our reply's sent/delivered/read events (echoes of our own send) are all processed.
     for event in ("sent", "delivered", "read"):
         await wait_inbox_done(
-            flow.repository, wamid=reply["message_id"], event=f"whatsapp.message.{event}"
+            flow.stores.inbox, wamid=reply["message_id"], event=f"whatsapp.message.{event}"
         )
     assert await outbound_status(flow, reply["message_id"]) is OutboundStatus.READ
 
@@ -370,12 +371,12 @@ async def test_a_manual_answer_from_kapso_is_stored_and_our_echoes_are_not(
     assert response.status_code == 201, response.text
     manual = response.json()
     assert manual["conversation_id"] == sent["conversation_id"]
-    stored = await eventually(lambda: flow.repository.find_message_by_wamid(manual["id"]))
+    stored = await eventually(lambda: flow.stores.conversations.find_message_by_wamid(manual["id"]))
     assert stored.role is MessageRole.ASSISTANT
     assert stored.content == "Hola, soy Carla de Fizko."
     assert stored.metadata.manual is True
     # Its own status events change nothing (not one of our sends).
-    await wait_inbox_done(flow.repository, wamid=manual["id"], event="whatsapp.message.read")
+    await wait_inbox_done(flow.stores.inbox, wamid=manual["id"], event="whatsapp.message.read")
 
     messages = await messages_of(flow, sent["conversation_id"])
     assert [(m.role, m.metadata.manual, m.metadata.whatsapp_message_id) for m in messages] == [
@@ -383,7 +384,7 @@ async def test_a_manual_answer_from_kapso_is_stored_and_our_echoes_are_not(
         (MessageRole.ASSISTANT, None, reply["message_id"]),
         (MessageRole.ASSISTANT, True, manual["id"]),
     ]
-    assert await flow.repository.find_outbound_by_wamid(manual["id"]) is None
+    assert await flow.stores.outbound.find_outbound_by_wamid(manual["id"]) is None
     assert len(await flow.outbox(phone)) == 1
 
 
@@ -396,9 +397,12 @@ async def test_a_manual_answer_on_a_conversation_we_do_not_store_is_not_kept(
         "/_emulator/business_app", json={"phone": phone, "text": "Mensaje directo"}
     )
     manual = response.json()
-    await wait_inbox_done(flow.repository, wamid=manual["id"], event="whatsapp.message.sent")
-    assert await flow.repository.find_message_by_wamid(manual["id"]) is None
-    assert await flow.repository.find_conversation_by_kapso_id(manual["conversation_id"]) is None
+    await wait_inbox_done(flow.stores.inbox, wamid=manual["id"], event="whatsapp.message.sent")
+    assert await flow.stores.conversations.find_message_by_wamid(manual["id"]) is None
+    assert (
+        await flow.stores.conversations.find_conversation_by_kapso_id(manual["conversation_id"])
+        is None
+    )
 
 
 async def test_status_events_only_move_the_outbound_record_forward(flow: LocalFlow) -> None:
@@ -408,7 +412,7 @@ async def test_status_events_only_move_the_outbound_record_forward(flow: LocalFl
     await flow.say(phone, "Hola")
     [reply] = await flow.outbox(phone, wait_count=1)
     wamid = reply["message_id"]
-    await wait_inbox_done(flow.repository, wamid=wamid, event="whatsapp.message.sent")
+    await wait_inbox_done(flow.stores.inbox, wamid=wamid, event="whatsapp.message.sent")
     assert await outbound_status(flow, wamid) is OutboundStatus.SENT
 
     async def set_status(status: str) -> None:
@@ -416,18 +420,18 @@ async def test_status_events_only_move_the_outbound_record_forward(flow: LocalFl
             f"/_emulator/messages/{wamid}/status", json={"status": status}
         )
         assert response.status_code == 200, response.text
-        await wait_inbox_done(flow.repository, wamid=wamid, event=f"whatsapp.message.{status}")
+        await wait_inbox_done(flow.stores.inbox, wamid=wamid, event=f"whatsapp.message.{status}")
 
     await set_status("read")
     assert await outbound_status(flow, wamid) is OutboundStatus.READ
     # A late delivered (first of its kind, so not a duplicate) is processed and changes nothing.
     await set_status("delivered")
-    row = await flow.repository.find_outbound_by_wamid(wamid)
+    row = await flow.stores.outbound.find_outbound_by_wamid(wamid)
     assert row is not None
     assert row.status is OutboundStatus.READ
     # Nor does a failure after the message was read.
     await set_status("failed")
-    row = await flow.repository.find_outbound_by_wamid(wamid)
+    row = await flow.stores.outbound.find_outbound_by_wamid(wamid)
     assert row is not None
     assert row.status is OutboundStatus.READ
     assert row.error_code is None
@@ -440,9 +444,11 @@ async def test_the_emulators_own_status_progression_ends_at_read(flow: LocalFlow
     await eventually(
         lambda: outbound_status(flow, reply["message_id"]), within=10
     )  # the wamid is known
-    await wait_inbox_done(flow.repository, wamid=reply["message_id"], event="whatsapp.message.read")
     await wait_inbox_done(
-        flow.repository, wamid=reply["message_id"], event="whatsapp.message.delivered"
+        flow.stores.inbox, wamid=reply["message_id"], event="whatsapp.message.read"
+    )
+    await wait_inbox_done(
+        flow.stores.inbox, wamid=reply["message_id"], event="whatsapp.message.delivered"
     )
     assert await outbound_status(flow, reply["message_id"]) is OutboundStatus.READ
     # A repeated delivered (same wamid and event) is a duplicate at the door.

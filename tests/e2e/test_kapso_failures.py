@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from app.repositories.conversations import ConversationStore
 from app.repositories.models import InboxEvent, InboxState, MessageRole, OutboundStatus
 from app.services.whatsapp.responder import ResponderRequest
 from support.e2e import (
     LocalFlow,
-    StoreChoice,
     eventually,
     find_inbox_events,
     local_flow,
@@ -33,7 +33,7 @@ EVENTS_URL = "/api/whatsapp/admin/events"
 
 
 async def _received_event(flow: LocalFlow, wamid: str) -> InboxEvent:
-    (event,) = await find_inbox_events(flow.repository, wamid=wamid, event=RECEIVED)
+    (event,) = await find_inbox_events(flow.stores.inbox, wamid=wamid, event=RECEIVED)
     return event
 
 
@@ -41,7 +41,7 @@ async def _wait_state(
     flow: LocalFlow, wamid: str, state: InboxState, *, within: float = 30.0
 ) -> InboxEvent:
     async def reached() -> InboxEvent | None:
-        events = await find_inbox_events(flow.repository, wamid=wamid, event=RECEIVED)
+        events = await find_inbox_events(flow.stores.inbox, wamid=wamid, event=RECEIVED)
         assert len(events) <= 1
         return events[0] if events and events[0].state is state else None
 
@@ -56,10 +56,10 @@ async def _faults(flow: LocalFlow) -> list[dict[str, Any]]:
 
 
 async def test_kapso_down_then_back_the_worker_retries_and_replies_once(
-    store: StoreChoice,
+    database_url: str,
 ) -> None:
-    async with local_flow(store, **NO_CLIENT_RETRIES) as flow:
-        profile, _ = await make_member(flow.repository)
+    async with local_flow(database_url, **NO_CLIENT_RETRIES) as flow:
+        profile, _ = await make_member(flow.seeder)
         assert profile.phone is not None
         # Four refusals: the mark-read and the send of two attempts.
         await flow.fault(kind="status", status=503, path="*/messages", method="POST", times=4)
@@ -75,7 +75,7 @@ async def test_kapso_down_then_back_the_worker_retries_and_replies_once(
         replies = await flow.outbox(profile.phone, wait_count=2, wait_seconds=1)
         assert len(replies) == 1
         assert replies[0]["request"]["context"] == {"message_id": wamid}
-        (row,) = await flow.repository.list_outbound_for_inbox_event(event.id)
+        (row,) = await flow.stores.outbound.list_outbound_for_inbox_event(event.id)
         assert row.status in SENT_STATES
         assert row.wamid == replies[0]["message_id"]
         # The refused attempts were counted: a send was tried more than once, sent once.
@@ -83,10 +83,10 @@ async def test_kapso_down_then_back_the_worker_retries_and_replies_once(
 
 
 async def test_send_timing_out_after_kapso_took_it_is_settled_never_resent(
-    store: StoreChoice,
+    database_url: str,
 ) -> None:
-    async with local_flow(store, kapso_timeout_seconds=1.0, **NO_CLIENT_RETRIES) as flow:
-        profile, _ = await make_member(flow.repository)
+    async with local_flow(database_url, kapso_timeout_seconds=1.0, **NO_CLIENT_RETRIES) as flow:
+        profile, _ = await make_member(flow.seeder)
         assert profile.phone is not None
         # Kapso does the work and never answers: first the mark-read, then the reply's send.
         await flow.fault(
@@ -103,7 +103,7 @@ async def test_send_timing_out_after_kapso_took_it_is_settled_never_resent(
         replies = await flow.outbox(profile.phone, wait_count=2, wait_seconds=1.5)
         assert len(replies) == 1
         assert replies[0]["request"]["context"] == {"message_id": wamid}
-        (row,) = await flow.repository.list_outbound_for_inbox_event(event.id)
+        (row,) = await flow.stores.outbound.list_outbound_for_inbox_event(event.id)
         assert row.status in SENT_STATES
         assert row.wamid == replies[0]["message_id"]
         # Sent once; the unknown outcome was settled from Kapso, not by sending again.
@@ -111,10 +111,10 @@ async def test_send_timing_out_after_kapso_took_it_is_settled_never_resent(
 
 
 async def test_kapso_down_for_good_event_goes_dead_and_replays_once_fixed(
-    store: StoreChoice,
+    database_url: str,
 ) -> None:
-    async with local_flow(store, worker_max_attempts=2, **NO_CLIENT_RETRIES) as flow:
-        profile, _ = await make_member(flow.repository)
+    async with local_flow(database_url, worker_max_attempts=2, **NO_CLIENT_RETRIES) as flow:
+        profile, _ = await make_member(flow.seeder)
         assert profile.phone is not None
         await flow.fault(kind="status", status=503, path="*/messages", method="POST", times=None)
         sent = await flow.say(profile.phone, "Hola")
@@ -152,7 +152,7 @@ async def test_kapso_down_for_good_event_goes_dead_and_replays_once_fixed(
         replies = await flow.outbox(profile.phone, wait_count=2, wait_seconds=1)
         assert len(replies) == 1
         assert replies[0]["request"]["context"] == {"message_id": wamid}
-        (row,) = await flow.repository.list_outbound_for_inbox_event(done.id)
+        (row,) = await flow.stores.outbound.list_outbound_for_inbox_event(done.id)
         assert row.status in SENT_STATES
         assert row.wamid == replies[0]["message_id"]
 
@@ -166,15 +166,15 @@ async def test_kapso_down_for_good_event_goes_dead_and_replays_once_fixed(
 
 
 async def test_event_dead_after_kapso_refusals_tried_every_attempt_and_keeps_kapso_error(
-    store: StoreChoice,
+    database_url: str,
 ) -> None:
-    async with local_flow(store, worker_max_attempts=2, **NO_CLIENT_RETRIES) as flow:
-        profile, _ = await make_member(flow.repository)
+    async with local_flow(database_url, worker_max_attempts=2, **NO_CLIENT_RETRIES) as flow:
+        profile, _ = await make_member(flow.seeder)
         assert profile.phone is not None
         await flow.fault(kind="status", status=503, path="*/messages", method="POST", times=None)
         sent = await flow.say(profile.phone, "Hola")
         dead = await _wait_state(flow, sent["message"]["id"], InboxState.DEAD)
-        (row,) = await flow.repository.list_outbound_for_inbox_event(dead.id)
+        (row,) = await flow.stores.outbound.list_outbound_for_inbox_event(dead.id)
         # Each of the two attempts asked Kapso, and the operator sees why they failed.
         assert row.send_attempts == 2
         assert dead.last_error is not None
@@ -193,17 +193,17 @@ class _NeverTheSameResponder:
 
 
 async def test_replayed_event_whose_reply_reached_kapso_keeps_the_text_the_user_got(
-    store: StoreChoice,
+    database_url: str,
 ) -> None:
     responder = _NeverTheSameResponder()
     async with local_flow(
-        store,
+        database_url,
         responder=responder,
         worker_max_attempts=1,
         kapso_timeout_seconds=1.0,
         **NO_CLIENT_RETRIES,
     ) as flow:
-        profile, _ = await make_member(flow.repository)
+        profile, _ = await make_member(flow.seeder)
         assert profile.phone is not None
         # Kapso takes the reply but never answers; with one attempt allowed the event dies.
         await flow.fault(
@@ -223,12 +223,14 @@ async def test_replayed_event_whose_reply_reached_kapso_keeps_the_text_the_user_
 
         # Not sent again (the unknown send was found in Kapso's history)...
         assert len(await flow.outbox(profile.phone, wait_count=2, wait_seconds=1)) == 1
-        (row,) = await flow.repository.list_outbound_for_inbox_event(done.id)
+        (row,) = await flow.stores.outbound.list_outbound_for_inbox_event(done.id)
         assert row.wamid == got["message_id"]
         # ...and what is stored is what the user got, not a fresh answer never sent.
-        conversation = await flow.repository.find_conversation_by_kapso_id(sent["conversation_id"])
+        conversation = await flow.stores.conversations.find_conversation_by_kapso_id(
+            sent["conversation_id"]
+        )
         assert conversation is not None
-        messages = await flow.repository.list_messages(conversation.id)
+        messages = await flow.stores.conversations.list_messages(conversation.id)
         replies = [m for m in messages if m.role is MessageRole.ASSISTANT]
         assert [(m.content, m.metadata.whatsapp_message_id) for m in replies] == [
             ("Respuesta número 1.", got["message_id"])
@@ -243,10 +245,10 @@ class _LongResponder:
 
 
 async def test_a_reply_in_two_parts_goes_out_whole_after_a_failed_first_part(
-    store: StoreChoice,
+    database_url: str,
 ) -> None:
-    async with local_flow(store, responder=_LongResponder(), **NO_CLIENT_RETRIES) as flow:
-        profile, _ = await make_member(flow.repository)
+    async with local_flow(database_url, responder=_LongResponder(), **NO_CLIENT_RETRIES) as flow:
+        profile, _ = await make_member(flow.seeder)
         assert profile.phone is not None
         # Two refusals: the mark-as-read (best effort) and the first part's send.
         await flow.fault(kind="status", status=503, path="*/messages", method="POST", times=2)
@@ -258,7 +260,7 @@ async def test_a_reply_in_two_parts_goes_out_whole_after_a_failed_first_part(
         assert all(len(body) <= 4096 for body in bodies)
 
         async def done() -> InboxEvent | None:
-            [event] = await find_inbox_events(flow.repository, wamid=sent["message"]["id"])
+            [event] = await find_inbox_events(flow.stores.inbox, wamid=sent["message"]["id"])
             return event if event.state is InboxState.DONE else None
 
         await eventually(done, within=20)
@@ -277,14 +279,14 @@ class _FailingResponder:
         raise RuntimeError("the assistant is down")
 
 
-async def test_a_failing_responder_never_loses_the_users_message(store: StoreChoice) -> None:
+async def test_a_failing_responder_never_loses_the_users_message(database_url: str) -> None:
     """The message is normally stored with the reply's record; when no reply can be decided
     it is stored anyway, once, while the event retries and then waits, dead, for a replay."""
     responder = _FailingResponder()
     async with local_flow(
-        store, responder=responder, worker_max_attempts=2, worker_retry_base_seconds=0.05
+        database_url, responder=responder, worker_max_attempts=2, worker_retry_base_seconds=0.05
     ) as flow:
-        profile, _ = await make_member(flow.repository)
+        profile, _ = await make_member(flow.seeder)
         assert profile.phone is not None
         sent = await flow.say(profile.phone, "¿Cuánto IVA debo?")
         dead = await _wait_state(flow, sent["message"]["id"], InboxState.DEAD)
@@ -292,11 +294,13 @@ async def test_a_failing_responder_never_loses_the_users_message(store: StoreCho
         assert dead.last_error is not None
         assert "the assistant is down" in dead.last_error
 
-        conversation = await flow.repository.find_conversation_by_kapso_id(sent["conversation_id"])
+        conversation = await flow.stores.conversations.find_conversation_by_kapso_id(
+            sent["conversation_id"]
+        )
         assert conversation is not None
-        messages = await flow.repository.list_messages(conversation.id)
+        messages = await flow.stores.conversations.list_messages(conversation.id)
         assert [(m.role, m.content) for m in messages] == [(MessageRole.USER, "¿Cuánto IVA debo?")]
-        assert await flow.repository.list_outbound_for_inbox_event(dead.id) == []
+        assert await flow.stores.outbound.list_outbound_for_inbox_event(dead.id) == []
         assert await flow.outbox(profile.phone, wait_count=1, wait_seconds=0.5) == []
 
 
@@ -304,13 +308,13 @@ class _DiesOnceResponder:
     """The first answer never finishes (its task dies, as in a crash or a hard stop); the
     second sees whether the user's message was stored before it was asked."""
 
-    def __init__(self, flow_repository: list[Any]) -> None:
-        self.repository = flow_repository
+    def __init__(self, flow_conversations: list[ConversationStore]) -> None:
+        self.conversations = flow_conversations
         self.stored_when_asked: list[bool] = []
 
     async def reply(self, request: ResponderRequest) -> str:
-        repository = self.repository[0]
-        messages = await repository.list_messages(request.conversation_id)
+        conversations = self.conversations[0]
+        messages = await conversations.list_messages(request.conversation_id)
         self.stored_when_asked.append(
             any(m.role is MessageRole.USER and m.content == request.text for m in messages)
         )
@@ -319,12 +323,12 @@ class _DiesOnceResponder:
         return "Listo."
 
 
-async def test_a_retry_stores_the_users_message_before_asking_again(store: StoreChoice) -> None:
-    holder: list[Any] = []
+async def test_a_retry_stores_the_users_message_before_asking_again(database_url: str) -> None:
+    holder: list[ConversationStore] = []
     responder = _DiesOnceResponder(holder)
-    async with local_flow(store, responder=responder, worker_lease_seconds=1.5) as flow:
-        holder.append(flow.repository)
-        profile, _ = await make_member(flow.repository)
+    async with local_flow(database_url, responder=responder, worker_lease_seconds=1.5) as flow:
+        holder.append(flow.stores.conversations)
+        profile, _ = await make_member(flow.seeder)
         assert profile.phone is not None
         sent = await flow.say(profile.phone, "Hola")
         done = await _wait_state(flow, sent["message"]["id"], InboxState.DONE, within=30)
@@ -333,9 +337,11 @@ async def test_a_retry_stores_the_users_message_before_asking_again(store: Store
         assert responder.stored_when_asked == [False, True]
         (reply,) = await flow.outbox(profile.phone, wait_count=1)
         assert reply["request"]["text"]["body"] == "Listo."
-        conversation = await flow.repository.find_conversation_by_kapso_id(sent["conversation_id"])
+        conversation = await flow.stores.conversations.find_conversation_by_kapso_id(
+            sent["conversation_id"]
+        )
         assert conversation is not None
-        messages = await flow.repository.list_messages(conversation.id)
+        messages = await flow.stores.conversations.list_messages(conversation.id)
         assert [(m.role, m.content) for m in messages] == [
             (MessageRole.USER, "Hola"),
             (MessageRole.ASSISTANT, "Listo."),

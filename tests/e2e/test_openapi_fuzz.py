@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +19,6 @@ from schemathesis import GenerationMode
 from support.e2e import (
     JWT_SECRET,
     SEND_API,
-    StoreChoice,
     bearer,
     local_flow,
     open_window,
@@ -33,27 +31,17 @@ pytestmark = pytest.mark.timeout(120)
 SEND_ENDPOINTS = ["text", "media", "interactive", "template"]
 SEND_ERROR_STATUSES = ["401", "404", "409", "422", "429", "502", "503", "504"]
 ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
-# Per operation and generation mode; the whole run stays well under a minute per store.
+# Per operation and generation mode; the whole run stays well under a minute.
 EXAMPLES_PER_OPERATION = 25
 # uvicorn's own answer to bytes that are not HTTP (e.g. a control character in the query
 # string): the request never reaches the app, so it cannot answer in its error shape.
 INVALID_HTTP = "Invalid HTTP request received."
 
 
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> StoreChoice:
-    path = tmp_path / "service.sqlite3"
-    return StoreChoice(
-        name="sqlite",
-        sqlite_path=path,
-        settings={"store_backend": "sqlite", "sqlite_path": str(path)},
-    )
-
-
 async def test_openapi_documents_every_send_error_with_examples(
-    sqlite_store: StoreChoice,
+    database_url: str,
 ) -> None:
-    async with local_flow(sqlite_store) as flow:
+    async with local_flow(database_url) as flow:
         document = (await flow.service.get("/openapi.json")).json()
 
     paths = document["paths"]
@@ -192,10 +180,10 @@ def _fuzz(target: FuzzTarget) -> FuzzReport:
     return report
 
 
-async def test_fuzzing_the_openapi_spec_finds_no_server_error(store: StoreChoice) -> None:
+async def test_fuzzing_the_openapi_spec_finds_no_server_error(database_url: str) -> None:
     # A generous send limit, so generated sends get past the limiter and into the flow.
-    async with local_flow(store, send_rate_limit_per_minute=100_000) as flow:
-        profile, _ = await make_member(flow.repository)
+    async with local_flow(database_url, send_rate_limit_per_minute=100_000) as flow:
+        profile, _ = await make_member(flow.seeder)
         assert profile.phone is not None
         conversation_id = await open_window(flow, profile.phone)
         service = {"Authorization": f"Bearer {hs256(service_role_claims(), JWT_SECRET)}"}

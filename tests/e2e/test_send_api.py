@@ -1,10 +1,9 @@
-"""The send API end to end on each store: what the emulator received, what is stored, scoping
+"""The send API end to end: what the emulator received, what is stored, scoping
 to the caller's companies, the 24-hour window, WhatsApp's limits, idempotency, rate limits."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +15,6 @@ from support.e2e import (
     PHONE_NUMBER_ID,
     SEND_API,
     LocalFlow,
-    StoreChoice,
     add_member,
     api_sends,
     assert_error,
@@ -42,53 +40,14 @@ def spaced(phone: str) -> str:
     return f"+{d[:2]} {d[2]} {d[3:7]} {d[7:]}"
 
 
-async def age_user_messages(store: StoreChoice, conversation_id: uuid.UUID, hours: int) -> None:
-    """Move the user's messages of a conversation `hours` into the past, in the store itself."""
-    if store.sqlite_path is not None:
-        path = store.sqlite_path
-
-        def update() -> None:
-            with sqlite3.connect(path, timeout=30) as connection:
-                rows = connection.execute(
-                    "select id, created_at from messages where conversation_id = ? "
-                    "and role = 'user'",
-                    (str(conversation_id),),
-                ).fetchall()
-                for message_id, created_at in rows:
-                    moved = connection.execute(
-                        "select strftime('%Y-%m-%dT%H:%M:%f', ?, ?)",
-                        (created_at, f"-{hours} hours"),
-                    ).fetchone()[0]
-                    connection.execute(
-                        "update messages set created_at = ? where id = ?",
-                        (f"{moved}000+00:00", message_id),
-                    )
-
-        await asyncio.to_thread(update)
-        return
-    assert store.supabase is not None
-    # Through stdin, so psql binds the values as literals (`:'name'`).
-    sql = (
-        "update public.messages set created_at = created_at - make_interval(hours => :hours) "
-        "where conversation_id = :'conversation' and role = 'user';"
+async def age_user_messages(flow: LocalFlow, conversation_id: uuid.UUID, hours: int) -> None:
+    """Move the user's messages of a conversation `hours` into the past, in the database itself."""
+    await flow.stores.database.execute(
+        """update public.messages set created_at = created_at - make_interval(hours => $1)
+            where conversation_id = $2 and role = 'user'""",
+        hours,
+        conversation_id,
     )
-    process = await asyncio.create_subprocess_exec(
-        "psql",
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-v",
-        f"hours={hours}",
-        "-v",
-        f"conversation={conversation_id}",
-        store.supabase.database_url,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await process.communicate(sql.encode())
-    assert process.returncode == 0, stderr.decode()
 
 
 # --- Happy paths: what the emulator received, what is stored ---------------------------------
@@ -97,7 +56,7 @@ async def age_user_messages(store: StoreChoice, conversation_id: uuid.UUID, hour
 async def test_text_by_conversation_id_is_sent_and_stored_in_the_conversation(
     flow: LocalFlow,
 ) -> None:
-    profile, company = await make_member(flow.repository)
+    profile, company = await make_member(flow.seeder)
     assert profile.phone is not None
     conversation_id = await open_window(flow, profile.phone)
 
@@ -131,15 +90,15 @@ async def test_text_by_conversation_id_is_sent_and_stored_in_the_conversation(
     assert last["message_id"] == body["message_id"]
     assert last["manual"] is False
 
-    conversation = await flow.repository.find_conversation_by_kapso_id(conversation_id)
+    conversation = await flow.stores.conversations.find_conversation_by_kapso_id(conversation_id)
     assert conversation is not None
-    stored = (await flow.repository.list_messages(conversation.id))[-1]
+    stored = (await flow.stores.conversations.list_messages(conversation.id))[-1]
     assert stored.role is MessageRole.ASSISTANT
     assert stored.content == "Hola 👋"
     assert stored.metadata.whatsapp_message_id == body["message_id"]
     assert stored.metadata.sender_user_id == profile.id
     assert stored.metadata.outbound_id == outbound_id
-    outbound = await flow.repository.get_outbound(outbound_id)
+    outbound = await flow.stores.outbound.get_outbound(outbound_id)
     assert outbound is not None
     assert outbound.wamid == body["message_id"]
     assert outbound.purpose == "api"
@@ -153,7 +112,7 @@ async def test_text_by_conversation_id_is_sent_and_stored_in_the_conversation(
 async def test_text_by_phone_in_any_format_reaches_that_numbers_conversation(
     flow: LocalFlow, written: Callable[[str], str]
 ) -> None:
-    profile, _ = await make_member(flow.repository)
+    profile, _ = await make_member(flow.seeder)
     assert profile.phone is not None
     conversation_id = await open_window(flow, profile.phone)
 
@@ -168,15 +127,17 @@ async def test_text_by_phone_in_any_format_reaches_that_numbers_conversation(
     [sent] = await api_sends(flow, profile.phone, expected=1)
     assert sent["request"]["to"] == digits(profile.phone)
     assert sent["request"]["text"] == {"body": "Ok"}
-    conversation = await flow.repository.find_conversation_by_kapso_id(conversation_id)
+    conversation = await flow.stores.conversations.find_conversation_by_kapso_id(conversation_id)
     assert conversation is not None
-    stored = await flow.repository.latest_message(conversation.id, role=MessageRole.ASSISTANT)
+    stored = await flow.stores.conversations.latest_message(
+        conversation.id, role=MessageRole.ASSISTANT
+    )
     assert stored is not None
     assert stored.metadata.whatsapp_message_id == response.json()["message_id"]
 
 
 async def test_media_image_with_caption_and_document_with_filename(flow: LocalFlow) -> None:
-    profile, _ = await make_member(flow.repository)
+    profile, _ = await make_member(flow.seeder)
     assert profile.phone is not None
     conversation_id = await open_window(flow, profile.phone)
     selector = {"conversation_id": conversation_id}
@@ -217,9 +178,9 @@ async def test_media_image_with_caption_and_document_with_filename(flow: LocalFl
         "link": "https://files.fizko.test/f29.pdf",
         "filename": "F29-mayo.pdf",
     }
-    conversation = await flow.repository.find_conversation_by_kapso_id(conversation_id)
+    conversation = await flow.stores.conversations.find_conversation_by_kapso_id(conversation_id)
     assert conversation is not None
-    stored = (await flow.repository.list_messages(conversation.id))[-2:]
+    stored = (await flow.stores.conversations.list_messages(conversation.id))[-2:]
     assert [(m.content, m.metadata.message_type) for m in stored] == [
         ("Tu resumen de ventas", "image"),
         ("[document: F29-mayo.pdf]", "document"),
@@ -228,7 +189,7 @@ async def test_media_image_with_caption_and_document_with_filename(flow: LocalFl
 
 
 async def test_interactive_buttons_and_list(flow: LocalFlow) -> None:
-    profile, _ = await make_member(flow.repository)
+    profile, _ = await make_member(flow.seeder)
     assert profile.phone is not None
     conversation_id = await open_window(flow, profile.phone)
     selector = {"conversation_id": conversation_id}
@@ -288,9 +249,9 @@ async def test_interactive_buttons_and_list(flow: LocalFlow) -> None:
             ],
         },
     }
-    conversation = await flow.repository.find_conversation_by_kapso_id(conversation_id)
+    conversation = await flow.stores.conversations.find_conversation_by_kapso_id(conversation_id)
     assert conversation is not None
-    stored = (await flow.repository.list_messages(conversation.id))[-2:]
+    stored = (await flow.stores.conversations.list_messages(conversation.id))[-2:]
     assert [m.content for m in stored] == ["¿Declaramos el F29?", "¿Qué quieres revisar?"]
     assert [m.metadata.message_type for m in stored] == ["interactive", "interactive"]
 
@@ -298,8 +259,8 @@ async def test_interactive_buttons_and_list(flow: LocalFlow) -> None:
 async def test_templates_by_phone_number_with_named_and_positional_parameters(
     flow: LocalFlow,
 ) -> None:
-    accountant, company = await make_member(flow.repository)
-    client = await add_member(flow.repository, company)
+    accountant, company = await make_member(flow.seeder)
+    client = await add_member(flow.seeder, company)
     assert client.phone is not None
     await create_template(
         flow,
@@ -363,7 +324,7 @@ async def test_templates_by_phone_number_with_named_and_positional_parameters(
     ]
     assert positional["content"] == "Hola María, tu F29 vence el 20 de mayo"
     assert hello["request"]["template"] == {"name": "hello_world", "language": {"code": "en_US"}}
-    outbound = await flow.repository.find_outbound_by_wamid(responses[0].json()["message_id"])
+    outbound = await flow.stores.outbound.find_outbound_by_wamid(responses[0].json()["message_id"])
     assert outbound is not None
     assert outbound.message_type == "template"
     assert outbound.conversation_id is None
@@ -375,13 +336,13 @@ async def test_templates_by_phone_number_with_named_and_positional_parameters(
 
 
 async def test_conversations_list_only_the_callers_company_and_paginates(flow: LocalFlow) -> None:
-    accountant, company = await make_member(flow.repository)
+    accountant, company = await make_member(flow.seeder)
     ours: set[str] = set()
     for _ in range(3):
-        member = await add_member(flow.repository, company)
+        member = await add_member(flow.seeder, company)
         assert member.phone is not None
         ours.add(await open_window(flow, member.phone))
-    stranger, _ = await make_member(flow.repository, company_name="Otra SpA")
+    stranger, _ = await make_member(flow.seeder, company_name="Otra SpA")
     assert stranger.phone is not None
     theirs = await open_window(flow, stranger.phone)
 
@@ -416,8 +377,8 @@ async def test_conversations_list_only_the_callers_company_and_paginates(flow: L
 async def test_messages_of_another_companys_conversation_are_404_like_a_missing_one(
     flow: LocalFlow,
 ) -> None:
-    user, _ = await make_member(flow.repository)
-    stranger, _ = await make_member(flow.repository, company_name="Otra SpA")
+    user, _ = await make_member(flow.seeder)
+    stranger, _ = await make_member(flow.seeder, company_name="Otra SpA")
     assert stranger.phone is not None
     theirs = await open_window(flow, stranger.phone)
 
@@ -443,8 +404,8 @@ async def test_messages_of_another_companys_conversation_are_404_like_a_missing_
 async def test_sending_into_another_companys_conversation_or_number_is_404_without_a_hint(
     flow: LocalFlow,
 ) -> None:
-    user, _ = await make_member(flow.repository)
-    stranger, _ = await make_member(flow.repository, company_name="Otra SpA")
+    user, _ = await make_member(flow.seeder)
+    stranger, _ = await make_member(flow.seeder, company_name="Otra SpA")
     assert stranger.phone is not None
     theirs = await open_window(flow, stranger.phone)
 
@@ -476,7 +437,7 @@ async def test_sending_into_another_companys_conversation_or_number_is_404_witho
 
 @pytest.mark.parametrize("name", ["company_id", "user_id"])
 async def test_unknown_fields_are_refused_naming_the_field(flow: LocalFlow, name: str) -> None:
-    user, _ = await make_member(flow.repository)
+    user, _ = await make_member(flow.seeder)
     assert user.phone is not None
     selector = {"phone_number": user.phone}
 
@@ -499,7 +460,7 @@ async def test_unknown_fields_are_refused_naming_the_field(flow: LocalFlow, name
 
 
 async def test_a_selector_without_conversation_id_or_phone_number_is_422(flow: LocalFlow) -> None:
-    user, _ = await make_member(flow.repository)
+    user, _ = await make_member(flow.seeder)
 
     text = await flow.service.post(
         f"{SEND_API}/text",
@@ -518,14 +479,14 @@ async def test_a_selector_without_conversation_id_or_phone_number_is_422(flow: L
 
 
 async def test_outside_the_window_free_form_is_409_and_a_template_then_succeeds(
-    flow: LocalFlow, store: StoreChoice
+    flow: LocalFlow,
 ) -> None:
-    profile, _ = await make_member(flow.repository)
+    profile, _ = await make_member(flow.seeder)
     assert profile.phone is not None
     conversation_id = await open_window(flow, profile.phone)
-    conversation = await flow.repository.find_conversation_by_kapso_id(conversation_id)
+    conversation = await flow.stores.conversations.find_conversation_by_kapso_id(conversation_id)
     assert conversation is not None
-    await age_user_messages(store, conversation.id, hours=25)
+    await age_user_messages(flow, conversation.id, hours=25)
     selector = {"conversation_id": conversation_id}
 
     text = await flow.service.post(
@@ -570,15 +531,17 @@ async def test_outside_the_window_free_form_is_409_and_a_template_then_succeeds(
     [sent] = await api_sends(flow, profile.phone, expected=1)
     assert sent["request"]["type"] == "template"
     assert sent["message_id"] == template.json()["message_id"]
-    stored = await flow.repository.latest_message(conversation.id, role=MessageRole.ASSISTANT)
+    stored = await flow.stores.conversations.latest_message(
+        conversation.id, role=MessageRole.ASSISTANT
+    )
     assert stored is not None
     assert stored.content == "[template hello_world]"
     assert stored.metadata.sender_user_id == profile.id
 
 
 async def test_a_number_that_never_wrote_gets_only_templates(flow: LocalFlow) -> None:
-    accountant, company = await make_member(flow.repository)
-    client = await add_member(flow.repository, company)
+    accountant, company = await make_member(flow.seeder)
+    client = await add_member(flow.seeder, company)
     assert client.phone is not None
 
     text = await flow.service.post(
@@ -674,7 +637,7 @@ LIMITS: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
 @pytest.mark.parametrize("case", list(LIMITS))
 async def test_each_limit_at_its_boundary(flow: LocalFlow, case: str) -> None:
     endpoint, at_limit, past_limit, field = LIMITS[case]
-    profile, _ = await make_member(flow.repository)
+    profile, _ = await make_member(flow.seeder)
     assert profile.phone is not None
     conversation_id = await open_window(flow, profile.phone)
     selector = {"conversation_selector": {"conversation_id": conversation_id}}
@@ -699,7 +662,7 @@ async def test_each_limit_at_its_boundary(flow: LocalFlow, case: str) -> None:
 async def test_the_same_key_and_body_replays_the_first_result_without_sending_again(
     flow: LocalFlow,
 ) -> None:
-    profile, _ = await make_member(flow.repository)
+    profile, _ = await make_member(flow.seeder)
     assert profile.phone is not None
     conversation_id = await open_window(flow, profile.phone)
     body = {"conversation_selector": {"conversation_id": conversation_id}, "content": "Una vez"}
@@ -718,15 +681,15 @@ async def test_the_same_key_and_body_replays_the_first_result_without_sending_ag
     await flow.drain_deliveries()
     sent = await api_sends(flow, profile.phone, expected=2, wait_seconds=0.5)
     assert [entry["message_id"] for entry in sent] == [first.json()["message_id"]]
-    conversation = await flow.repository.find_conversation_by_kapso_id(conversation_id)
+    conversation = await flow.stores.conversations.find_conversation_by_kapso_id(conversation_id)
     assert conversation is not None
-    stored = await flow.repository.list_messages(conversation.id)
+    stored = await flow.stores.conversations.list_messages(conversation.id)
     assert [m.content for m in stored].count("Una vez") == 1
 
 
 async def test_two_users_may_use_the_same_key_independently(flow: LocalFlow) -> None:
-    ana, company = await make_member(flow.repository)
-    pedro = await add_member(flow.repository, company)
+    ana, company = await make_member(flow.seeder)
+    pedro = await add_member(flow.seeder, company)
     assert ana.phone is not None
     conversation_id = await open_window(flow, ana.phone)
     body = {"conversation_selector": {"conversation_id": conversation_id}, "content": "Hola"}
@@ -746,7 +709,7 @@ async def test_two_users_may_use_the_same_key_independently(flow: LocalFlow) -> 
 
 
 async def test_concurrent_identical_requests_with_one_key_send_once(flow: LocalFlow) -> None:
-    profile, _ = await make_member(flow.repository)
+    profile, _ = await make_member(flow.seeder)
     assert profile.phone is not None
     conversation_id = await open_window(flow, profile.phone)
     body = {"conversation_selector": {"conversation_id": conversation_id}, "content": "Solo una"}
@@ -773,10 +736,10 @@ async def test_concurrent_identical_requests_with_one_key_send_once(flow: LocalF
 # --- Rate limit ---------------------------------------------------------------------------------
 
 
-async def test_the_fourth_send_in_a_minute_is_429_for_that_user_only(store: StoreChoice) -> None:
-    async with local_flow(store, send_rate_limit_per_minute=3) as flow:
-        ana, _ = await make_member(flow.repository)
-        pedro, _ = await make_member(flow.repository, company_name="Otra SpA")
+async def test_the_fourth_send_in_a_minute_is_429_for_that_user_only(database_url: str) -> None:
+    async with local_flow(database_url, send_rate_limit_per_minute=3) as flow:
+        ana, _ = await make_member(flow.seeder)
+        pedro, _ = await make_member(flow.seeder, company_name="Otra SpA")
         assert ana.phone is not None
         assert pedro.phone is not None
         ana_conversation = await open_window(flow, ana.phone)
@@ -808,7 +771,7 @@ async def test_the_fourth_send_in_a_minute_is_429_for_that_user_only(store: Stor
 
 
 async def test_every_error_of_the_api_has_the_one_shape(flow: LocalFlow) -> None:
-    user, _ = await make_member(flow.repository)
+    user, _ = await make_member(flow.seeder)
     assert user.phone is not None
     json_headers = {**bearer(user.id), "Content-Type": "application/json"}
     text = f"{SEND_API}/text"
@@ -842,7 +805,7 @@ async def test_every_error_of_the_api_has_the_one_shape(flow: LocalFlow) -> None
 
 
 async def test_a_huge_offset_is_a_422_not_a_500(flow: LocalFlow) -> None:
-    user, _ = await make_member(flow.repository)
+    user, _ = await make_member(flow.seeder)
     assert user.phone is not None
     conversation_id = await open_window(flow, user.phone)
     listings = [
@@ -866,7 +829,7 @@ async def test_a_whatsapp_config_id_that_is_no_id_is_422_and_never_reaches_kapso
     flow: LocalFlow, config_id: str
 ) -> None:
     # It becomes a path segment of Kapso's URL: a slash or a control character must not pass.
-    profile, _ = await make_member(flow.repository)
+    profile, _ = await make_member(flow.seeder)
     assert profile.phone is not None
     conversation_id = await open_window(flow, profile.phone)
 
@@ -886,7 +849,7 @@ async def test_a_whatsapp_config_id_that_is_no_id_is_422_and_never_reaches_kapso
 
 
 async def test_the_default_business_number_may_be_named_explicitly(flow: LocalFlow) -> None:
-    profile, _ = await make_member(flow.repository)
+    profile, _ = await make_member(flow.seeder)
     assert profile.phone is not None
     conversation_id = await open_window(flow, profile.phone)
 
@@ -912,9 +875,9 @@ async def test_the_default_business_number_may_be_named_explicitly(flow: LocalFl
 async def test_text_no_store_or_kapso_can_carry_is_422_not_a_500(
     flow: LocalFlow, name: str, raw: str
 ) -> None:
-    # JSON can escape a NUL or half a surrogate pair; PostgreSQL text, SQLite's UTF-8 and
-    # WhatsApp cannot carry them.
-    profile, _ = await make_member(flow.repository)
+    # JSON can escape a NUL or half a surrogate pair; neither PostgreSQL text nor WhatsApp can
+    # carry them.
+    profile, _ = await make_member(flow.seeder)
     assert profile.phone is not None
     conversation_id = await open_window(flow, profile.phone)
     selector = f'{{"conversation_id": "{conversation_id}"}}'
@@ -940,7 +903,7 @@ async def test_text_no_store_or_kapso_can_carry_is_422_not_a_500(
 
 
 async def test_a_conversation_id_longer_than_any_is_422_not_a_500(flow: LocalFlow) -> None:
-    user, _ = await make_member(flow.repository)
+    user, _ = await make_member(flow.seeder)
 
     too_long = await flow.service.get(
         f"/api/whatsapp/conversations/{'c' * 5000}/messages", headers=bearer(user.id)

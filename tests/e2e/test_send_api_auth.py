@@ -1,6 +1,6 @@
 """Bearer tokens on the send API over real HTTP: every refusal is a 401 with a challenge, the
 project's keys (HS256 secret and a JWKS) are accepted, and the service_role key may act for
-any company. Tokens do not depend on the store, so these run on SQLite only."""
+any company."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from starlette.applications import Starlette
@@ -21,7 +20,6 @@ from support.e2e import (
     JWT_SECRET,
     SEND_API,
     LocalFlow,
-    StoreChoice,
     api_sends,
     assert_error,
     bearer,
@@ -55,17 +53,7 @@ class KeyedFlow:
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: Path) -> StoreChoice:
-    path = tmp_path / "service.sqlite3"
-    return StoreChoice(
-        name="sqlite",
-        sqlite_path=path,
-        settings={"store_backend": "sqlite", "sqlite_path": str(path)},
-    )
-
-
-@pytest.fixture
-async def keyed(sqlite_store: StoreChoice) -> AsyncIterator[KeyedFlow]:
+async def keyed(database_url: str) -> AsyncIterator[KeyedFlow]:
     rsa, ec = rsa_key("rsa-2026"), ec_key("ec-2026")
     fetches: list[float] = []
 
@@ -76,7 +64,7 @@ async def keyed(sqlite_store: StoreChoice) -> AsyncIterator[KeyedFlow]:
     jwks_app = Starlette(routes=[Route("/auth/v1/.well-known/jwks.json", document)])
     async with serve(jwks_app) as jwks_base:
         jwks_url = f"{jwks_base}/auth/v1/.well-known/jwks.json"
-        async with local_flow(sqlite_store, supabase_jwks_url=jwks_url) as flow:
+        async with local_flow(database_url, supabase_jwks_url=jwks_url) as flow:
             yield KeyedFlow(flow, rsa, ec, fetches)
 
 
@@ -151,7 +139,7 @@ async def test_every_refused_token_is_401_with_a_bearer_challenge(
     keyed: KeyedFlow, case: str
 ) -> None:
     flow = keyed.flow
-    profile, _ = await make_member(flow.repository)
+    profile, _ = await make_member(flow.seeder)
     assert profile.phone is not None
     conversation_id = await open_window(flow, profile.phone)
     credential, code = REFUSED[case]
@@ -182,7 +170,7 @@ async def test_tokens_signed_with_the_projects_keys_are_accepted(
     keyed: KeyedFlow, signer: str
 ) -> None:
     flow = keyed.flow
-    profile, company = await make_member(flow.repository)
+    profile, company = await make_member(flow.seeder)
     assert profile.phone is not None
     conversation_id = await open_window(flow, profile.phone)
     claims = user_claims(sub=str(profile.id))
@@ -211,7 +199,7 @@ async def test_an_unknown_kid_fetches_the_jwks_at_most_once_per_interval(
     keyed: KeyedFlow,
 ) -> None:
     flow = keyed.flow
-    profile, _ = await make_member(flow.repository)
+    profile, _ = await make_member(flow.seeder)
     known = keyed.rsa.sign(user_claims(sub=str(profile.id)))
     assert (
         await flow.service.get(
@@ -232,11 +220,11 @@ async def test_an_unknown_kid_fetches_the_jwks_at_most_once_per_interval(
 
 
 async def test_the_service_role_key_may_send_into_any_companys_conversation(
-    sqlite_store: StoreChoice,
+    database_url: str,
 ) -> None:
-    async with local_flow(sqlite_store) as flow:
-        ana, _ = await make_member(flow.repository)
-        pedro, _ = await make_member(flow.repository, company_name="Otra SpA")
+    async with local_flow(database_url) as flow:
+        ana, _ = await make_member(flow.seeder)
+        pedro, _ = await make_member(flow.seeder, company_name="Otra SpA")
         assert ana.phone is not None
         assert pedro.phone is not None
         service = {"Authorization": f"Bearer {hs256(service_role_claims(), JWT_SECRET)}"}
@@ -255,7 +243,7 @@ async def test_the_service_role_key_may_send_into_any_companys_conversation(
             assert response.status_code == 200, response.text
             assert response.json()["conversation_id"] == conversation_id
             [sent] = await api_sends(flow, phone, expected=1)
-            outbound = await flow.repository.find_outbound_by_wamid(sent["message_id"])
+            outbound = await flow.stores.outbound.find_outbound_by_wamid(sent["message_id"])
             assert outbound is not None
             assert outbound.user_id is None
 

@@ -16,7 +16,6 @@ from app.repositories.models import Message, MessageRole, OutboundMessage, Outbo
 from support.e2e import (
     SEND_API,
     LocalFlow,
-    StoreChoice,
     add_member,
     api_sends,
     assert_error,
@@ -113,7 +112,7 @@ FAILURES: dict[str, KapsoFailure] = {
 
 
 async def _outbound_by_key(flow: LocalFlow, key: str, user_id: uuid.UUID) -> OutboundMessage:
-    row = await flow.repository.find_outbound_by_idempotency_key(key, user_id=user_id)
+    row = await flow.stores.outbound.find_outbound_by_idempotency_key(key, user_id=user_id)
     assert row is not None
     return row
 
@@ -123,7 +122,7 @@ async def test_a_kapso_failure_reaches_the_caller_as_an_honest_status(
     flow: LocalFlow, case: str
 ) -> None:
     failure = FAILURES[case]
-    profile, _ = await make_member(flow.repository)
+    profile, _ = await make_member(flow.seeder)
     assert profile.phone is not None
     conversation_id = await open_window(flow, profile.phone)
     await flow.fault(
@@ -151,9 +150,11 @@ async def test_a_kapso_failure_reaches_the_caller_as_an_honest_status(
     assert row.wamid is None
     # Nothing reached the user, and nothing was added to the conversation.
     assert await api_sends(flow, profile.phone, expected=1, wait_seconds=0.3) == []
-    conversation = await flow.repository.find_conversation_by_kapso_id(conversation_id)
+    conversation = await flow.stores.conversations.find_conversation_by_kapso_id(conversation_id)
     assert conversation is not None
-    latest = await flow.repository.latest_message(conversation.id, role=MessageRole.ASSISTANT)
+    latest = await flow.stores.conversations.latest_message(
+        conversation.id, role=MessageRole.ASSISTANT
+    )
     assert latest is not None
     assert latest.content != "Hola"
 
@@ -172,7 +173,7 @@ async def test_a_retry_with_the_same_key_after_a_failure_answers_like_the_first_
     flow: LocalFlow, case: str
 ) -> None:
     failure = FAILURES[case]
-    profile, _ = await make_member(flow.repository)
+    profile, _ = await make_member(flow.seeder)
     assert profile.phone is not None
     conversation_id = await open_window(flow, profile.phone)
     await flow.fault(
@@ -198,10 +199,10 @@ async def test_a_retry_with_the_same_key_after_a_failure_answers_like_the_first_
 
 
 async def test_a_timeout_after_the_send_is_504_recorded_unknown_and_settled_by_webhooks(
-    store: StoreChoice,
+    database_url: str,
 ) -> None:
-    async with local_flow(store, kapso_timeout_seconds=1) as flow:
-        profile, _ = await make_member(flow.repository)
+    async with local_flow(database_url, kapso_timeout_seconds=1) as flow:
+        profile, _ = await make_member(flow.seeder)
         assert profile.phone is not None
         conversation_id = await open_window(flow, profile.phone)
         # Status webhooks come seconds after the send (time scale 0.01): after our timeout.
@@ -226,13 +227,13 @@ async def test_a_timeout_after_the_send_is_504_recorded_unknown_and_settled_by_w
         assert_error(pending, 504, "upstream_timeout")
 
         async def settled() -> OutboundMessage | None:
-            current = await flow.repository.get_outbound(row.id)
+            current = await flow.stores.outbound.get_outbound(row.id)
             assert current is not None
             return current if current.status is OutboundStatus.READ else None
 
         final = await eventually(settled, within=15)
         assert final.wamid == sent["message_id"]
-        found = await flow.repository.find_outbound_by_wamid(sent["message_id"])
+        found = await flow.stores.outbound.find_outbound_by_wamid(sent["message_id"])
         assert found is not None
         assert found.id == row.id
         # Settled: a retry with the key now gets the first (now known) result.
@@ -244,7 +245,7 @@ async def test_a_timeout_after_the_send_is_504_recorded_unknown_and_settled_by_w
 
         # Once settled, the message the user got is in the conversation too, once.
         async def stored() -> Message | None:
-            return await flow.repository.find_message_by_wamid(sent["message_id"])
+            return await flow.stores.conversations.find_message_by_wamid(sent["message_id"])
 
         message = await eventually(stored)
         assert message.content == "¿Llegó?"
@@ -260,10 +261,10 @@ def _closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-async def test_kapso_unreachable_is_503_and_nothing_was_sent(store: StoreChoice) -> None:
-    async with local_flow(store, kapso_base_url=_closed_port_url()) as flow:
-        accountant, company = await make_member(flow.repository)
-        client = await add_member(flow.repository, company)
+async def test_kapso_unreachable_is_503_and_nothing_was_sent(database_url: str) -> None:
+    async with local_flow(database_url, kapso_base_url=_closed_port_url()) as flow:
+        accountant, company = await make_member(flow.seeder)
+        client = await add_member(flow.seeder, company)
         assert client.phone is not None
         headers = {**bearer(accountant.id), "Idempotency-Key": "unreachable-1"}
 
@@ -285,7 +286,7 @@ async def test_kapso_busy_with_the_conversation_is_503_to_retry_not_a_rejection(
 ) -> None:
     """Kapso's 409 "another message is already in-flight" outlasting the client's retries is
     transient: 503 with Retry-After, not a 422."""
-    profile, _ = await make_member(flow.repository)
+    profile, _ = await make_member(flow.seeder)
     assert profile.phone is not None
     conversation_id = await open_window(flow, profile.phone)
     await flow.fault(

@@ -48,15 +48,17 @@ async def direct(flow: LocalFlow) -> LocalFlow:
 
 
 async def assert_nothing_recorded(flow: LocalFlow, *, wamid: str, key: str) -> None:
-    assert await find_inbox_events(flow.repository, wamid=wamid) == []
-    assert await find_inbox_events(flow.repository, key_prefix=key) == []
+    assert await find_inbox_events(flow.stores.inbox, wamid=wamid) == []
+    assert await find_inbox_events(flow.stores.inbox, key_prefix=key) == []
 
 
 async def user_messages(flow: LocalFlow, kapso_conversation_id: str) -> list[Any]:
-    conversation = await flow.repository.find_conversation_by_kapso_id(kapso_conversation_id)
+    conversation = await flow.stores.conversations.find_conversation_by_kapso_id(
+        kapso_conversation_id
+    )
     if conversation is None:
         return []
-    messages = await flow.repository.list_messages(conversation.id, limit=200)
+    messages = await flow.stores.conversations.list_messages(conversation.id, limit=200)
     return [m for m in messages if m.role is MessageRole.USER]
 
 
@@ -64,7 +66,7 @@ async def user_messages(flow: LocalFlow, kapso_conversation_id: str) -> list[Any
 
 
 async def test_bad_or_missing_signature_is_401_and_records_nothing(direct: LocalFlow) -> None:
-    profile, _ = await make_member(direct.repository)
+    profile, _ = await make_member(direct.seeder)
     assert profile.phone is not None
     body = text_message_item(profile.phone)
     wamid = body["message"]["id"]
@@ -232,7 +234,7 @@ async def test_unknown_event_type_is_stored_acknowledged_and_done(direct: LocalF
     assert response.status_code == 200
     assert response.json() == {"received": 1, "accepted": 1, "duplicates": 0}
 
-    [stored] = await wait_inbox_done(direct.repository, key_prefix=key)
+    [stored] = await wait_inbox_done(direct.stores.inbox, key_prefix=key)
     assert stored.event == "whatsapp.something.new"
     assert stored.idempotency_key == key
     assert stored.payload["body"] == body
@@ -246,7 +248,7 @@ async def test_unknown_event_type_is_stored_acknowledged_and_done(direct: LocalF
 async def test_same_key_twice_and_same_wamid_under_a_new_key_are_duplicates(
     direct: LocalFlow,
 ) -> None:
-    profile, _ = await make_member(direct.repository)
+    profile, _ = await make_member(direct.seeder)
     assert profile.phone is not None
     body = text_message_item(profile.phone, text="¿Llegó mi factura?")
     wamid = body["message"]["id"]
@@ -265,7 +267,7 @@ async def test_same_key_twice_and_same_wamid_under_a_new_key_are_duplicates(
     no_key = await direct.post_webhook(reshaped)
     assert no_key.json() == {"received": 1, "accepted": 0, "duplicates": 1}
 
-    await wait_inbox_done(direct.repository, wamid=wamid)
+    await wait_inbox_done(direct.stores.inbox, wamid=wamid)
     replies = await direct.outbox(profile.phone, wait_count=1)
     assert len(await user_messages(direct, body["conversation"]["id"])) == 1
     await direct.drain_deliveries()
@@ -275,7 +277,7 @@ async def test_same_key_twice_and_same_wamid_under_a_new_key_are_duplicates(
 async def test_twenty_concurrent_copies_store_one_message_and_send_one_reply(
     direct: LocalFlow,
 ) -> None:
-    profile, _ = await make_member(direct.repository)
+    profile, _ = await make_member(direct.seeder)
     assert profile.phone is not None
     body = text_message_item(profile.phone, text="Hola, una sola vez")
     wamid = body["message"]["id"]
@@ -290,7 +292,7 @@ async def test_twenty_concurrent_copies_store_one_message_and_send_one_reply(
     assert sum(s["accepted"] for s in summaries) == 1
     assert sum(s["duplicates"] for s in summaries) == 19
 
-    [event] = await wait_inbox_done(direct.repository, wamid=wamid)
+    [event] = await wait_inbox_done(direct.stores.inbox, wamid=wamid)
     assert event.event == "whatsapp.message.received"
     stored = await user_messages(direct, body["conversation"]["id"])
     assert [m.metadata.whatsapp_message_id for m in stored] == [wamid]
@@ -306,7 +308,7 @@ async def test_a_batch_of_three_stores_three_messages_and_answers_each(
 ) -> None:
     """A batch is several messages: we store and answer each one (3 messages → 3 replies),
     exactly as if Kapso had delivered them one by one."""
-    profile, _ = await make_member(direct.repository)
+    profile, _ = await make_member(direct.seeder)
     assert profile.phone is not None
     conversation_id = str(uuid.uuid4())
     items = [
@@ -324,7 +326,7 @@ async def test_a_batch_of_three_stores_three_messages_and_answers_each(
     again = await direct.post_webhook(batch, key=key, headers=headers)
     assert again.json() == {"received": 3, "accepted": 0, "duplicates": 3}
 
-    events = await wait_inbox_done(direct.repository, key_prefix=key, count=3)
+    events = await wait_inbox_done(direct.stores.inbox, key_prefix=key, count=3)
     assert [e.wamid for e in events] == wamids
     stored = await user_messages(direct, conversation_id)
     assert [m.metadata.whatsapp_message_id for m in stored] == wamids
@@ -347,14 +349,14 @@ async def test_an_accepted_delivery_is_recorded_before_the_answer(direct: LocalF
     wamid = body["message"]["id"]
     response = await direct.post_webhook(body, key=f"e2e-commit-{uuid.uuid4()}")
     assert response.status_code == 200
-    rows = await find_inbox_events(direct.repository, wamid=wamid)
+    rows = await find_inbox_events(direct.stores.inbox, wamid=wamid)
     assert len(rows) == 1
     assert rows[0].state in (InboxState.PENDING, InboxState.PROCESSING, InboxState.DONE)
 
 
 async def test_the_answer_does_not_wait_for_kapso(direct: LocalFlow) -> None:
     """No Kapso call in the request: with Kapso answering after 1.5 s, the ack is still fast."""
-    profile, _ = await make_member(direct.repository)
+    profile, _ = await make_member(direct.seeder)
     assert profile.phone is not None
     await direct.fault(kind="latency", seconds=1.5, times=2)
     body = text_message_item(profile.phone)
@@ -369,7 +371,7 @@ async def test_the_answer_does_not_wait_for_kapso(direct: LocalFlow) -> None:
 
 
 async def test_a_batch_repeating_a_message_records_it_once(direct: LocalFlow) -> None:
-    profile, _ = await make_member(direct.repository)
+    profile, _ = await make_member(direct.seeder)
     assert profile.phone is not None
     conversation_id = str(uuid.uuid4())
     item = text_message_item(profile.phone, text="Repetido", conversation_id=conversation_id)
@@ -380,7 +382,7 @@ async def test_a_batch_repeating_a_message_records_it_once(direct: LocalFlow) ->
     response = await direct.post_webhook(batch, key=key, headers={"X-Webhook-Batch": "true"})
     assert response.status_code == 200, response.text
     assert response.json() == {"received": 3, "accepted": 2, "duplicates": 1}
-    await wait_inbox_done(direct.repository, key_prefix=key, count=2)
+    await wait_inbox_done(direct.stores.inbox, key_prefix=key, count=2)
     stored = await user_messages(direct, conversation_id)
     assert [m.content for m in stored] == ["Repetido", "Distinto"]
     assert len(await direct.outbox(profile.phone, wait_count=2)) == 2

@@ -15,16 +15,16 @@ import httpx
 from pydantic import SecretStr
 
 from app.core.settings import Settings
+from app.db.pool import Database, PoolOptions
+from app.dev_seed import DirectorySeeder
 from app.main import create_app
-from app.repositories.sqlite_repository import SqliteWhatsAppRepository
-from app.repositories.supabase_repository import SupabaseWhatsAppRepository
-from app.repositories.whatsapp import WhatsAppRepository
+from app.repositories.inbox import InboxStore
+from app.repositories.stores import Stores
 from app.services.whatsapp.responder import Responder
 from kapso_emulator.app import EmulatorApp
 from kapso_emulator.app import create_app as create_emulator
 from kapso_emulator.config import EmulatorConfig, StatusDelays
 from support.asgi_server import serve
-from support.supabase_stack import SupabaseStack
 
 API_KEY = "e2e-kapso-key"
 WEBHOOK_SECRET = "e2e-webhook-secret"
@@ -38,33 +38,17 @@ def sign(body: bytes, secret: str = WEBHOOK_SECRET) -> str:
 
 
 @dataclass
-class StoreChoice:
-    """Which store the service runs on, and how a test reaches it directly."""
-
-    name: str
-    settings: dict[str, Any]
-    supabase: SupabaseStack | None = None
-    sqlite_path: Path | None = None
-
-    async def open(self) -> WhatsAppRepository:
-        if self.supabase is not None:
-            return await SupabaseWhatsAppRepository.connect(
-                self.supabase.url, self.supabase.service_role_key
-            )
-        assert self.sqlite_path is not None
-        return SqliteWhatsAppRepository(self.sqlite_path)
-
-
-@dataclass
 class LocalFlow:
-    """A running emulator and service, plus clients to drive and inspect both."""
+    """A running emulator and service, plus clients to drive and inspect both; `stores` and
+    `seeder` reach the service's database directly (a pool of the test's own)."""
 
     service_url: str
     emulator_url: str
     emulator_app: EmulatorApp
     control: httpx.AsyncClient
     service: httpx.AsyncClient
-    repository: WhatsAppRepository
+    stores: Stores
+    seeder: DirectorySeeder
     settings: Settings
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -123,8 +107,9 @@ class LocalFlow:
         return await self.service.post("/api/whatsapp/webhook", content=raw, headers=sent)
 
 
-def flow_settings(store: StoreChoice, emulator_url: str, **overrides: Any) -> Settings:
+def flow_settings(database_url: str, emulator_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
+        "database_url": SecretStr(database_url),
         "kapso_api_key": SecretStr(API_KEY),
         "kapso_webhook_secret": SecretStr(WEBHOOK_SECRET),
         "kapso_base_url": emulator_url,
@@ -137,7 +122,6 @@ def flow_settings(store: StoreChoice, emulator_url: str, **overrides: Any) -> Se
         "worker_retry_max_seconds": 0.2,
         "worker_settle_seconds": 0.3,
         "worker_lease_seconds": 5.0,
-        **store.settings,
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -145,14 +129,16 @@ def flow_settings(store: StoreChoice, emulator_url: str, **overrides: Any) -> Se
 
 @contextlib.asynccontextmanager
 async def local_flow(
-    store: StoreChoice,
+    database_url: str,
     *,
     responder: Responder | None = None,
     emulator_config: dict[str, Any] | None = None,
+    service_database_url: str | None = None,
     **settings_overrides: Any,
 ) -> AsyncIterator[LocalFlow]:
-    """Start the emulator, then the service pointed at it, then point the emulator's webhook
-    at the service."""
+    """Start the emulator, then the service (on the database `database_url`) pointed at it,
+    then point the emulator's webhook at the service. `service_database_url`: the service
+    reaches that database by another way (a proxy a test can cut), the test's pool does not."""
     config = EmulatorConfig(
         webhook_secret=WEBHOOK_SECRET,
         api_key=API_KEY,
@@ -164,9 +150,11 @@ async def local_flow(
     emulator_app = create_emulator(config)
     assert isinstance(emulator_app, EmulatorApp)
     async with serve(emulator_app) as emulator_url:
-        settings = flow_settings(store, emulator_url, **settings_overrides)
+        settings = flow_settings(
+            service_database_url or database_url, emulator_url, **settings_overrides
+        )
         app = create_app(settings, responder=responder)
-        repository = await store.open()
+        database = await Database.connect(database_url, PoolOptions(min_size=1, max_size=5))
         try:
             async with (
                 serve(app) as service_url,
@@ -179,14 +167,15 @@ async def local_flow(
                     emulator_app=emulator_app,
                     control=control,
                     service=service,
-                    repository=repository,
+                    stores=Stores.on(database),
+                    seeder=DirectorySeeder(database),
                     settings=settings,
                 )
                 await flow.configure_emulator(webhook_url=f"{service_url}/api/whatsapp/webhook")
                 yield flow
                 await emulator_app.emulator.webhooks.cancel_all()
         finally:
-            await repository.aclose()
+            await database.aclose()
 
 
 # --- Helpers for send API tests (`/api/whatsapp/send/*` and the inbox views) ---------------
@@ -205,10 +194,10 @@ def bearer(user_id: Any, **claims: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def add_member(repository: WhatsAppRepository, company: Company) -> Profile:
+async def add_member(seeder: DirectorySeeder, company: Company) -> Profile:
     """One more user (with a fresh phone number) of an existing company."""
-    profile = await repository.create_profile(phone=unique_phone(), full_name="María Soto")
-    await repository.create_session(user_id=profile.id, company_id=company.id)
+    profile = await seeder.create_profile(phone=unique_phone(), full_name="María Soto")
+    await seeder.create_session(user_id=profile.id, company_id=company.id)
     return profile
 
 
@@ -220,7 +209,9 @@ async def open_window(flow: LocalFlow, phone: str, text: str = "Hola") -> str:
     assert len(replies) == 1, replies
     # The worker stores its reply after Kapso took it: wait, or a test's own send could be
     # stored first and the reply appended after it.
-    await eventually(lambda: flow.repository.find_message_by_wamid(replies[0]["message_id"]))
+    await eventually(
+        lambda: flow.stores.conversations.find_message_by_wamid(replies[0]["message_id"])
+    )
     conversation_id: str = sent["conversation_id"]
     return conversation_id
 
@@ -348,7 +339,7 @@ def text_message_item(
 
 
 async def find_inbox_events(
-    repository: WhatsAppRepository,
+    inbox: InboxStore,
     *,
     wamid: str | None = None,
     key_prefix: str | None = None,
@@ -358,7 +349,7 @@ async def find_inbox_events(
     """Recently recorded inbox events (the newest `scan` of each state) that match."""
     found: dict[Any, InboxEvent] = {}
     for state in InboxState:
-        for row in await repository.list_inbox_events(state, limit=scan):
+        for row in await inbox.list_inbox_events(state, limit=scan):
             if (
                 (wamid is None or row.wamid == wamid)
                 and (key_prefix is None or row.idempotency_key.startswith(key_prefix))
@@ -369,7 +360,7 @@ async def find_inbox_events(
 
 
 async def wait_inbox_done(
-    repository: WhatsAppRepository,
+    inbox: InboxStore,
     *,
     count: int = 1,
     within: float = 15.0,
@@ -378,7 +369,7 @@ async def wait_inbox_done(
     """Wait until `count` matching inbox events exist and all are done; returns them."""
 
     async def done() -> list[InboxEvent] | None:
-        rows = await find_inbox_events(repository, **match)
+        rows = await find_inbox_events(inbox, **match)
         assert len(rows) <= count, f"expected {count} events, found {len(rows)}: {rows}"
         if len(rows) == count and all(row.state is InboxState.DONE for row in rows):
             return rows
@@ -392,11 +383,11 @@ async def wait_inbox_done(
 # (Imports here, not at the top: this section is appended to a file others edit too.)
 import os  # noqa: E402
 import signal  # noqa: E402
-import sqlite3  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 from enum import Enum  # noqa: E402
-from urllib.parse import urlsplit, urlunsplit  # noqa: E402
+from urllib.parse import parse_qs, urlsplit, urlunsplit  # noqa: E402
 
 import jwt  # noqa: E402
 
@@ -446,6 +437,11 @@ def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
         [str(BACKEND_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
     env["PYTHONUNBUFFERED"] = "1"
+    if env.pop("PYTHONDONTWRITEBYTECODE", None):
+        # Without cached bytecode every process a test starts compiles every module again
+        # (seconds on a small machine, more while the test keeps it busy): cache it, out of
+        # the source tree.
+        env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "fizko-pycache"))
     return env
 
 
@@ -462,6 +458,15 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text("utf-8", errors="replace")
+
+    async def started(self, within: float = 60.0) -> None:
+        """Wait until its inbox worker runs (it logs so once its database is open)."""
+
+        def running() -> bool:
+            assert self.process.returncode is None, self.log()
+            return "Inbox worker" in self.log()
+
+        await eventually(running, within=within, interval=0.1)
 
     async def kill(self) -> None:
         """SIGKILL: no clean-up, no lease released, nothing settled."""
@@ -508,25 +513,43 @@ async def worker_process(
 
 
 class TcpProxy:
-    """A TCP forwarder to `target` that a test can cut (live connections dropped, new ones
-    closed at once) and restore: an outage of a shared server without touching the server."""
+    """A TCP forwarder to a PostgreSQL server that a test can cut (live connections dropped, new
+    ones closed at once) and restore: an outage of a shared server without touching it."""
 
-    def __init__(self, target_url: str) -> None:
-        parts = urlsplit(target_url)
-        assert parts.hostname is not None, target_url
-        assert parts.port is not None, target_url
-        self._target = (parts.hostname, parts.port)
-        self._parts = parts
+    def __init__(self, target_dsn: str) -> None:
+        parts = urlsplit(target_dsn)
+        query = parse_qs(parts.query)
+        self._dsn = parts
+        socket_dir = query.get("host", [""])[0]
+        if socket_dir.startswith("/"):
+            # The embedded server listens on a Unix socket only: `.s.PGSQL.<port>` in that dir.
+            port = query.get("port", ["5432"])[0]
+            self._unix_path: str | None = f"{socket_dir}/.s.PGSQL.{port}"
+            self._target: tuple[str, int] | None = None
+        else:
+            assert parts.hostname is not None, target_dsn
+            self._unix_path = None
+            self._target = (parts.hostname, parts.port or 5432)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.down = False
 
     async def start(self) -> str:
-        """Listen on a free port of 127.0.0.1; returns the target URL rewritten to it."""
+        """Listen on a free port of 127.0.0.1; returns the target DSN rewritten to it."""
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         port = self._server.sockets[0].getsockname()[1]
-        return urlunsplit(self._parts._replace(netloc=f"127.0.0.1:{port}"))
+        user = ""
+        if self._dsn.username:
+            password = f":{self._dsn.password}" if self._dsn.password else ""
+            user = f"{self._dsn.username}{password}@"
+        return urlunsplit(self._dsn._replace(netloc=f"{user}127.0.0.1:{port}", query=""))
+
+    async def _connect_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._unix_path is not None:
+            return await asyncio.open_unix_connection(self._unix_path)
+        assert self._target is not None
+        return await asyncio.open_connection(*self._target)
 
     def cut(self) -> None:
         self.down = True
@@ -550,7 +573,7 @@ class TcpProxy:
             writer.transport.abort()
             return
         try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+            upstream_reader, upstream_writer = await self._connect_upstream()
         except OSError:
             writer.transport.abort()
             return
@@ -581,36 +604,6 @@ class TcpProxy:
             other.transport.abort()
 
 
-class SqliteWriteLock:
-    """Another process's write transaction on an SQLite file (as a backup tool would hold):
-    the service's writes wait for the busy timeout, then fail."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._connection: sqlite3.Connection | None = None
-
-    async def acquire(self) -> None:
-        # In a thread: the service shares this event loop and must finish its transaction.
-        def lock() -> sqlite3.Connection:
-            connection = sqlite3.connect(
-                self._path, isolation_level=None, timeout=30, check_same_thread=False
-            )
-            connection.execute("begin exclusive")
-            return connection
-
-        self._connection = await asyncio.to_thread(lock)
-
-    async def release(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-
-            def unlock() -> None:
-                connection.execute("rollback")
-                connection.close()
-
-            await asyncio.to_thread(unlock)
-
-
 # --- Quiescence before a flow stops (webhook endpoint and inbound scenario tests) ------------
 from datetime import UTC, datetime, timedelta  # noqa: E402
 
@@ -629,7 +622,7 @@ async def quiesce(flow: LocalFlow, *, since: datetime, within: float = 10.0) -> 
         busy = [
             event
             for state in (InboxState.PENDING, InboxState.PROCESSING)
-            for event in await flow.repository.list_inbox_events(state, limit=100)
+            for event in await flow.stores.inbox.list_inbox_events(state, limit=100)
             if event.received_at >= cutoff
             and (event.state is InboxState.PROCESSING or event.next_attempt_at <= datetime.now(UTC))
         ]

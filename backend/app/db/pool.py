@@ -62,6 +62,16 @@ async def _init_connection(connection: Connection) -> None:
         )
 
 
+async def _reset_connection(connection: Connection) -> None:
+    """What a connection needs before it goes back to the pool: no open transaction (one
+    interrupted mid-way). asyncpg's default reset sends `pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL` on every release — a round trip and server work per store call —
+    for session state this service never sets on pooled connections (its advisory lock is
+    transaction-scoped; LISTEN has a connection of its own)."""
+    if connection.is_in_transaction():
+        await connection.execute("rollback")
+
+
 class Database:
     """An asyncpg pool with transactions and store errors; built once per process."""
 
@@ -87,6 +97,7 @@ class Database:
                 command_timeout=options.timeout_seconds,
                 timeout=options.timeout_seconds,
                 init=_init_connection,
+                reset=_reset_connection,
                 # 0 turns asyncpg's named statement cache off (transaction-mode poolers).
                 statement_cache_size=0 if options.transaction_pooler else 256,
             )

@@ -36,12 +36,17 @@ NOTIFY_CHANNEL = "whatsapp_inbox"
 # Times an inbox write aborted by a deadlock is run again before the delivery gets a 503.
 _DEADLOCK_RETRIES = 3
 
+# The conversation is looked up per claimed event (LATERAL: one index probe each); a plain join
+# on a set-returning function is planned for 1000 rows and may scan every conversation.
 _CLAIM = """
-    select e.*, case when c.id is null then null else to_jsonb(c) end as conversation
+    select e.*, c.conversation
       from public.whatsapp_inbox_claim($1, $2, $3, $4) e
-      left join public.conversations c
-        on c.metadata ->> 'channel' = 'whatsapp'
-       and c.metadata ->> 'kapso_conversation_id' = e.conversation_key
+      left join lateral (
+        select to_jsonb(x) as conversation from public.conversations x
+         where x.metadata ->> 'channel' = 'whatsapp'
+           and x.metadata ->> 'kapso_conversation_id' = e.conversation_key
+         limit 1
+      ) c on true
      order by e.seq
 """
 

@@ -191,8 +191,8 @@ create index if not exists whatsapp_inbox_events_state_idx
 -- One row per queue (conversation) with unfinished events, and when it next needs a look: the
 -- claim reads the queues that are due, oldest first, instead of scanning every waiting event —
 -- its cost follows the number of events it hands out, not the backlog. Kept by the triggers
--- below whoever writes the events. `due_at` may be early (a look finds nothing and corrects it)
--- but never late: an insert only moves it earlier; the precise value is set under the row lock.
+-- below whoever writes the events; the precise value is set under the row lock when an event
+-- settles or is claimed.
 create table if not exists public.whatsapp_inbox_queues (
   queue_key text primary key,
   due_at timestamptz not null
@@ -231,9 +231,12 @@ begin
 end
 $$;
 
--- New events: their queues are due by their first attempt (moved earlier only), and workers
--- listening on `whatsapp_inbox` wake at once (NOTIFY is delivered at commit, once per
--- transaction). Keys in order, so concurrent batches lock queue rows in the same order.
+-- New events: a queue with no row gets one, due by its first attempt, and workers listening on
+-- `whatsapp_inbox` wake at once (NOTIFY is delivered at commit, once per transaction). An
+-- existing row is left as it is: its head is earlier (in flight, or waiting for a retry) and
+-- settling it sets the next look. The row is still locked (`where false` locks, writes
+-- nothing): an insert meeting a row that a settling event is deleting waits, then creates it.
+-- Keys in order, so concurrent batches lock queue rows in the same order.
 create or replace function public.whatsapp_inbox_after_insert()
 returns trigger
 language plpgsql
@@ -246,7 +249,7 @@ begin
    where n.state = 'pending'
    group by n.queue_key
    order by n.queue_key
-  on conflict (queue_key) do update set due_at = least(q.due_at, excluded.due_at);
+  on conflict (queue_key) do update set due_at = q.due_at where false;
   perform pg_notify('whatsapp_inbox', '');
   return null;
 end

@@ -28,7 +28,13 @@ WABA_ID = "102290129340398"
 # One uvicorn invocation for every server we measure (the ceiling, the service, the emulator):
 # one process, uvicorn's default (auto) loop and HTTP implementations — uvloop and httptools,
 # installed by uvicorn[standard] — and no access log (a line per request measures the terminal).
+# Idle keep-alive connections are kept 75 s (nginx's default; load balancers hold 60 s or
+# more), not uvicorn's 5 s: at 5 s the server closes an idle connection just as httpx (whose
+# own expiry is also 5 s) sends on it, the request fails and is retried after a back-off —
+# hundreds of milliseconds that the bench would have measured as the service's latency.
 UVICORN_ARGS = (
+    "--timeout-keep-alive",
+    "75",
     "--host",
     "127.0.0.1",
     "--workers",
@@ -41,6 +47,20 @@ UVICORN_ARGS = (
     "warning",
     "--no-access-log",
 )
+
+# Idle keep-alive connections are dropped before uvicorn's own 5 s timeout closes them: a
+# request sent on a connection the server is closing at that moment fails (httpx.ReadError).
+KEEPALIVE_EXPIRY = 2.0
+
+
+def client_limits(connections: int = 32) -> httpx.Limits:
+    """httpx limits for the bench's clients of our uvicorn servers."""
+    return httpx.Limits(
+        max_connections=connections,
+        max_keepalive_connections=connections,
+        keepalive_expiry=KEEPALIVE_EXPIRY,
+    )
+
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -60,6 +80,33 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process, of its children that ended (reaped) and of those still running.
+
+    For PostgreSQL's postmaster: every backend is its child, and short-lived ones count too.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime, stime, cutime, cstime: fields 14-17 (1-based) in proc(5).
+    total = sum(int(value) for value in fields[11:15]) / CLK_TCK
+    for child in children(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += cpu_seconds(child)
+    return total
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of a process now (from /proc)."""
     pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
@@ -68,15 +115,16 @@ def rss_bytes(pid: int) -> int:
 
 def service_env(
     *,
-    run_dir: Path,
-    store: str,
+    database_url: str | None,
     emulator_url: str | None,
     worker_enabled: bool,
-    supabase: Mapping[str, str] | None = None,
     log_level: str = "WARNING",
     **extra: str,
 ) -> dict[str, str]:
-    """The environment of a service process; nothing inherited from ours reaches Settings."""
+    """The environment of a service process; nothing inherited from ours reaches Settings.
+
+    `database_url` None: the servers that need no database (the ceiling, the emulator).
+    """
     from app.core.settings import Settings
 
     names = {name.upper() for name in Settings.model_fields}
@@ -91,21 +139,14 @@ def service_env(
         KAPSO_PHONE_NUMBER_ID=PHONE_NUMBER_ID,
         KAPSO_WABA_ID=WABA_ID,
         SUPABASE_JWT_SECRET=JWT_SECRET,
-        STORE_BACKEND=store,
-        SQLITE_PATH=str(run_dir / "whatsapp.sqlite3"),
         WORKER_ENABLED="true" if worker_enabled else "false",
         # The send API's per-user limit is a product rule, not a cost: out of the way.
         SEND_RATE_LIMIT_PER_MINUTE="1000000000",
         PYTHONPATH=os.pathsep.join([str(BACKEND), str(ROOT)]),
         PYTHONUNBUFFERED="1",
     )
-    if supabase is not None:
-        env.update(
-            SUPABASE_URL=supabase["SUPABASE_URL"],
-            SUPABASE_SERVICE_ROLE_KEY=supabase["SUPABASE_SERVICE_ROLE_KEY"],
-            SUPABASE_ANON_KEY=supabase["SUPABASE_ANON_KEY"],
-            SUPABASE_JWT_SECRET=supabase["SUPABASE_JWT_SECRET"],
-        )
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
     env.update(extra)
     return env
 
@@ -227,16 +268,49 @@ def wait_ready(process: Process, url: str, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def cpu_meter(*pids: int) -> Iterator[dict[str, float]]:
-    """CPU seconds each pid (and the wall clock) spent inside the block."""
+def cpu_meter(
+    processes: Mapping[str, int], trees: Mapping[str, int] | None = None
+) -> Iterator[dict[str, float]]:
+    """CPU seconds each named process (and each process tree: PostgreSQL) spent inside the
+    block, and the wall clock ("wall")."""
+    trees = trees or {}
     result: dict[str, float] = {}
-    before = {pid: cpu_seconds(pid) for pid in pids}
+    before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+    before.update({name: process_tree_cpu_seconds(pid) for name, pid in trees.items()})
     started = time.monotonic()
     yield result
     result["wall"] = time.monotonic() - started
-    for pid in pids:
+    for name, pid in processes.items():
         with contextlib.suppress(OSError):
-            result[str(pid)] = cpu_seconds(pid) - before[pid]
+            result[name] = cpu_seconds(pid) - before[name]
+    for name, pid in trees.items():
+        with contextlib.suppress(OSError):
+            result[name] = process_tree_cpu_seconds(pid) - before[name]
+
+
+def cpu_shares(meter: Mapping[str, float]) -> dict[str, float]:
+    """Cores used by each process while measured (CPU seconds / wall seconds)."""
+    wall = meter.get("wall") or 1e-9
+    return {name: round(value / wall, 2) for name, value in meter.items() if name != "wall"}
+
+
+def machine_idle(seconds: float = 3.0) -> dict[str, float]:
+    """How idle the machine's CPUs were over `seconds` (from /proc/stat): other work running
+    beside a benchmark shows here, and so does a hypervisor taking CPU time (steal)."""
+
+    def sample() -> list[int]:
+        return [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+
+    before = sample()
+    time.sleep(seconds)
+    after = sample()
+    delta = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(delta) or 1
+    # user nice system idle iowait irq softirq steal ...
+    return {
+        "idle": round((delta[3] + delta[4]) / total, 3),
+        "steal": round(delta[7] / total, 3) if len(delta) > 7 else 0.0,
+    }
 
 
 def percentile(sorted_values: list[float], pct: float) -> float:

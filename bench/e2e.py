@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import percentile
+from bench.common import client_limits, percentile
 from bench.payloads import Sender
 
 
@@ -28,22 +28,25 @@ async def say(client: httpx.AsyncClient, sender: Sender, text: str) -> str:
     return wamid
 
 
-async def messages(client: httpx.AsyncClient) -> list[dict[str, Any]]:
-    response = await client.get("/_bench/messages", timeout=120)
+async def messages(client: httpx.AsyncClient, since: float = 0.0) -> list[dict[str, Any]]:
+    """The emulator's messages recorded at `since` (a Unix time) or later."""
+    response = await client.get("/_bench/messages", params={"since": since}, timeout=120)
     response.raise_for_status()
     data: list[dict[str, Any]] = response.json()["data"]
     return data
 
 
 async def wait_replies(
-    client: httpx.AsyncClient, wamids: Sequence[str], *, within: float
+    client: httpx.AsyncClient, wamids: Sequence[str], *, within: float, since: float = 0.0
 ) -> dict[str, list[dict[str, Any]]]:
-    """Wait until every message in `wamids` has a reply (or `timeout`); replies by wamid."""
+    """Wait until every message in `wamids` has a reply (or `within` s); replies by wamid.
+
+    `since`: when the first of them was sent (only messages from then on are read)."""
     wanted = set(wamids)
     deadline = time.monotonic() + within
     while True:
         replies: dict[str, list[dict[str, Any]]] = {}
-        for message in await messages(client):
+        for message in await messages(client, since):
             if message["direction"] == "outbound" and message["reply_to"] in wanted:
                 replies.setdefault(message["reply_to"], []).append(message)
         if len(replies) >= len(wanted) or time.monotonic() > deadline:
@@ -63,43 +66,39 @@ async def drive(
     emulator_url: str,
     senders: Sequence[Sender],
     *,
-    rate: float | None,
+    rate: float,
     count: int,
     concurrency: int = 32,
     within: float = 300.0,
 ) -> dict[str, Any]:
-    """Send `count` messages round-robin over `senders`: at `rate` per second (open loop), or
-    as fast as the emulator takes them (`rate=None`: saturation). Then wait (up to `within`
-    seconds) for the replies."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    """Send `count` messages round-robin over `senders` at `rate` per second (open loop: a
+    message every 1/rate s whatever happened before), then wait (up to `within` seconds) for
+    the replies. A message the emulator did not take (a transport error) is counted apart."""
+    limits = client_limits(concurrency)
     async with httpx.AsyncClient(base_url=emulator_url, timeout=60, limits=limits) as client:
-        wamids: list[str] = []
         late = 0
+        # A second of slack: the emulator's clock is this machine's.
+        since = time.time() - 1.0
         started = time.monotonic()
-        if rate is not None:
-            tasks: list[asyncio.Task[str]] = []
-            for index in range(count):
-                due = started + index / rate
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                elif delay < -0.05:
-                    late += 1
-                sender = senders[index % len(senders)]
-                tasks.append(asyncio.create_task(say(client, sender, f"Mensaje {index}")))
-            wamids = list(await asyncio.gather(*tasks))
-        else:
-            queue = list(range(count))
-
-            async def injector() -> None:
-                while queue:
-                    index = queue.pop()
-                    wamids.append(await say(client, senders[index % len(senders)], f"M {index}"))
-
-            await asyncio.gather(*(injector() for _ in range(concurrency)))
+        tasks: list[asyncio.Task[str]] = []
+        for index in range(count):
+            due = started + index / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.05:
+                late += 1
+            sender = senders[index % len(senders)]
+            tasks.append(asyncio.create_task(say(client, sender, f"Mensaje {index}")))
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         offered_seconds = time.monotonic() - started
-        replies = await wait_replies(client, wamids, within=within)
-        inbound_at = {m["id"]: m["at"] for m in await messages(client) if m["id"] in set(wamids)}
+        wamids = [outcome for outcome in outcomes if isinstance(outcome, str)]
+        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if errors and not all(isinstance(error, httpx.TransportError) for error in errors):
+            raise next(error for error in errors if not isinstance(error, httpx.TransportError))
+        replies = await wait_replies(client, wamids, within=within, since=since)
+        sent = set(wamids)
+        inbound_at = {m["id"]: m["at"] for m in await messages(client, since) if m["id"] in sent}
     latencies = sorted(
         (min(r["at"] for r in replies[w]) - inbound_at[w]) * 1000 for w in wamids if w in replies
     )
@@ -107,7 +106,8 @@ async def drive(
     last_reply = max((r["at"] for rs in replies.values() for r in rs), default=first_in)
     span = max(last_reply - first_in, 1e-9)
     return {
-        "messages": count,
+        "messages": len(wamids),
+        "offer_errors": len(errors),
         "users": len(senders),
         "offered_rate_per_s": round(count / offered_seconds, 1),
         "target_rate_per_s": rate,

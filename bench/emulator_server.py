@@ -43,8 +43,9 @@ def create_app() -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/_bench/messages")
-    async def messages() -> dict[str, Any]:
-        """Every message: id, direction, recipient/sender, exact time, quoted message."""
+    async def messages(since: float = 0.0) -> dict[str, Any]:
+        """Every message (recorded at `since` or later, a Unix time): id, direction,
+        recipient/sender, exact time, quoted message."""
         state = emulator_app.emulator.state
         return {
             "data": [
@@ -57,6 +58,7 @@ def create_app() -> FastAPI:
                     "callback": message.biz_opaque_callback_data,
                 }
                 for message in state.messages.values()
+                if message.timestamp.timestamp() >= since
             ],
             "pending_tasks": emulator_app.emulator.webhooks.pending,
         }

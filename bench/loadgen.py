@@ -14,7 +14,7 @@ import time
 
 import httpx
 
-from bench.common import percentile
+from bench.common import client_limits, percentile
 
 
 async def run(
@@ -23,7 +23,7 @@ async def run(
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     errors = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    limits = client_limits(concurrency)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         deadline = time.monotonic() + duration
 

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 from bench.common import ROOT
 
@@ -51,9 +52,19 @@ def _run(
     )
 
 
+def parse_env(output: str) -> dict[str, str]:
+    """`NAME=value` (or `export NAME='value'`) lines, as the script's `env` prints them."""
+    values = {}
+    for line in output.splitlines():
+        name, sep, value = line.strip().removeprefix("export ").partition("=")
+        if sep and name.isidentifier():
+            values[name] = value.strip().strip("'\"")
+    return values
+
+
 @contextlib.contextmanager
 def private_supabase() -> Iterator[dict[str, str]]:
-    """Start a stack; yields SUPABASE_URL, the keys, SUPABASE_JWT_SECRET and DATABASE_URL."""
+    """Start a stack; yields what its `env` prints (DATABASE_URL among them)."""
     directory = STACKS / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     directory.mkdir(parents=True)
     env = {**os.environ, "LOCAL_SUPABASE_DIR": str(directory)}
@@ -67,8 +78,27 @@ def private_supabase() -> Iterator[dict[str, str]]:
         assert result is not None
         if result.returncode != 0:
             raise RuntimeError(f"scripts/local-supabase.sh up failed:\n{result.stderr}")
-        values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+        values = parse_env(result.stdout)
+        pid = _postmaster_pid(directory)
+        if pid is not None:
+            values["BENCH_POSTMASTER_PID"] = str(pid)
         yield values
     finally:
-        _run("down", env, timeout=60)
+        # reset: down, and delete the stack's database (as root it lives outside `directory`).
+        if _run("reset", env, timeout=120).returncode != 0:
+            _run("down", env, timeout=60)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _postmaster_pid(directory: Path) -> int | None:
+    """The stack's PostgreSQL server, for its CPU share (the script keeps the embedded
+    PostgreSQL's state in <dir>/postgres); None when it cannot be told."""
+    from app.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
+
+    state = directory / "postgres"
+    if not state.is_dir():
+        return None
+    try:
+        return EmbeddedPostgres(state).status().pid
+    except (EmbeddedPostgresError, OSError):
+        return None

@@ -1,68 +1,175 @@
-"""The benchmark's view of the store: seeding known users, and counting what a run left."""
+"""The benchmark's PostgreSQL: the run's embedded cluster, seeding known users, counting rows.
+
+A run starts ONE embedded PostgreSQL (`app.db.embedded.EmbeddedPostgres`, durable: fsync and
+synchronous commit on, as the service's default) in its own state directory, migrates a
+template database once, and gives each measurement a fresh copy of it (`create database ...
+template`). The service processes reach it through DATABASE_URL = the cluster's Unix-socket
+DSN, which is exactly what the service connects to when it starts the embedded PostgreSQL
+itself; so measurements never see each other's rows, and the bench's own seeding and count
+checks use the same server.
+"""
 
 from __future__ import annotations
 
-import json
-import sqlite3
-import subprocess
+import asyncio
+import contextlib
+import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
-from app.repositories.sqlite_repository import SqliteWhatsAppRepository
-from app.repositories.supabase_repository import SupabaseWhatsAppRepository
-from app.repositories.whatsapp import WhatsAppRepository
+import asyncpg
+
+from app.db.embedded import EmbeddedPostgres
+from app.db.migrations import apply_migrations
+from app.db.pool import Database, PoolOptions
+from app.dev_seed import DirectorySeeder
 from bench.payloads import Sender
+
+TEMPLATE = "bench_template"
+T = TypeVar("T")
+
+
+def with_database(dsn: str, name: str) -> str:
+    """The same server, another database."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 @dataclass(frozen=True)
 class StoreRef:
-    """Which store a run used: an SQLite file or a local Supabase stack."""
+    """One measurement's database, by DSN; read-only SQL helpers for the count checks."""
 
-    kind: str  # "sqlite" | "supabase"
-    sqlite_path: Path | None = None
-    supabase: Mapping[str, str] | None = None
+    dsn: str
+    kind: str = "embedded"  # "embedded" | "supabase"
 
-    async def open(self) -> WhatsAppRepository:
-        if self.kind == "supabase":
-            assert self.supabase is not None
-            return await SupabaseWhatsAppRepository.connect(
-                self.supabase["SUPABASE_URL"], self.supabase["SUPABASE_SERVICE_ROLE_KEY"]
+    @property
+    def name(self) -> str:
+        """The database's name."""
+        return urlsplit(self.dsn).path.lstrip("/")
+
+    async def open(self, max_size: int = 10) -> Database:
+        return await Database.connect(self.dsn, PoolOptions(min_size=1, max_size=max_size))
+
+    async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            return await connection.fetch(sql, *args)
+        finally:
+            await connection.close()
+
+    def query(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        """Rows of a read-only query, straight from the database (not the service)."""
+        return asyncio.run(self.fetch(sql, *args))
+
+    async def inbox_states_async(self, wamid_prefix: str | None = None) -> dict[str, int]:
+        """How many inbox events (whose wamid starts with `wamid_prefix`) are in each state."""
+        if wamid_prefix is None:
+            rows = await self.fetch(
+                "select state, count(*) from public.whatsapp_inbox_events group by state"
             )
-        assert self.sqlite_path is not None
-        return SqliteWhatsAppRepository(self.sqlite_path)
-
-    def query(self, sql: str) -> list[tuple[object, ...]]:
-        """Rows of a read-only SQL query, straight from the database (not the service)."""
-        if self.kind == "sqlite":
-            assert self.sqlite_path is not None
-            connection = sqlite3.connect(self.sqlite_path, timeout=30)
-            try:
-                return list(connection.execute(sql).fetchall())
-            finally:
-                connection.close()
-        assert self.supabase is not None
-        wrapped = f"select coalesce(json_agg(row_to_json(q)), '[]') from ({sql}) q"  # noqa: S608
-        output = subprocess.run(  # noqa: S603 - our own query
-            ["psql", "-X", "-q", "-At", self.supabase["DATABASE_URL"], "-c", wrapped],  # noqa: S607
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-        ).stdout
-        return [tuple(row.values()) for row in json.loads(output)]
+        else:
+            rows = await self.fetch(
+                "select state, count(*) from public.whatsapp_inbox_events "
+                "where wamid like $1 group by state",
+                wamid_prefix + "%",
+            )
+        return {str(row[0]): int(row[1]) for row in rows}
 
     def inbox_states(self, wamid_prefix: str | None = None) -> dict[str, int]:
-        where = f"where wamid like '{wamid_prefix}%'" if wamid_prefix else ""
-        rows = self.query(
-            f"select state, count(*) from whatsapp_inbox_events {where} group by state"  # noqa: S608
-        )
-        return {str(state): int(str(count)) for state, count in rows}
+        return asyncio.run(self.inbox_states_async(wamid_prefix))
 
-    def count(self, sql: str) -> int:
-        rows = self.query(sql)
-        return int(str(rows[0][0])) if rows else 0
+    def count(self, sql: str, *args: object) -> int:
+        rows = self.query(sql, *args)
+        return int(rows[0][0]) if rows else 0
+
+
+@dataclass
+class BenchCluster:
+    """The run's embedded PostgreSQL and its migrated template."""
+
+    embedded: EmbeddedPostgres
+    dsn: str  # the server's `postgres` database (administration only)
+
+    @property
+    def postmaster_pid(self) -> int | None:
+        return self.embedded.status().pid
+
+    def database(self, name: str) -> StoreRef:
+        """A fresh database with the whole schema (a copy of the template)."""
+
+        async def create() -> None:
+            admin = await asyncpg.connect(self.dsn)
+            try:
+                await admin.execute(f'drop database if exists "{name}" with (force)')
+                await admin.execute(f'create database "{name}" template {TEMPLATE}')
+            finally:
+                await admin.close()
+
+        asyncio.run(create())
+        return StoreRef(with_database(self.dsn, name))
+
+    def set(self, store: StoreRef, setting: str, value: str) -> None:
+        """`alter database ... set`: for the sessions opened on `store` from now on."""
+
+        async def alter() -> None:
+            admin = await asyncpg.connect(self.dsn)
+            try:
+                await admin.execute(f'alter database "{store.name}" set {setting} = {value}')
+            finally:
+                await admin.close()
+
+        asyncio.run(alter())
+
+    def drop(self, store: StoreRef) -> None:
+        """Drop a measurement's database once it is done (keeps the disk and WAL small)."""
+        name = store.name
+
+        async def drop() -> None:
+            admin = await asyncpg.connect(self.dsn)
+            try:
+                await admin.execute(f'drop database if exists "{name}" with (force)')
+                await admin.execute("checkpoint")
+            finally:
+                await admin.close()
+
+        asyncio.run(drop())
+
+    @property
+    def log_file(self) -> Path:
+        return self.embedded.log_file
+
+
+@contextlib.contextmanager
+def bench_cluster(state_dir: Path) -> Iterator[BenchCluster]:
+    """Start the run's cluster (durable, like the service's default); destroy it at the end."""
+    embedded = EmbeddedPostgres(state_dir)
+    try:
+        dsn = embedded.acquire()
+
+        async def template() -> None:
+            admin = await asyncpg.connect(dsn)
+            try:
+                await admin.execute(f"drop database if exists {TEMPLATE}")
+                await admin.execute(f"create database {TEMPLATE}")
+            finally:
+                await admin.close()
+            database = await Database.connect(
+                with_database(dsn, TEMPLATE), PoolOptions(min_size=1, max_size=1)
+            )
+            try:
+                await apply_migrations(database)
+            finally:
+                await database.aclose()
+
+        asyncio.run(template())
+        yield BenchCluster(embedded, dsn)
+    finally:
+        embedded.release()
+        embedded.destroy()
 
 
 @dataclass(frozen=True)
@@ -72,20 +179,54 @@ class KnownUser:
     company_id: uuid.UUID
 
 
-async def seed_users(repository: WhatsAppRepository, count: int, *, tag: str) -> list[KnownUser]:
-    """`count` Fizko users, each with an active company and their own Kapso conversation id."""
-    users = []
-    prefix = 10_000 + (int(tag, 16) % 80_000) if tag else 10_000
-    for index in range(count):
-        phone = f"+569{prefix:05d}{index:03d}"
-        profile = await repository.create_profile(phone=phone, full_name=f"Usuaria {index}")
-        company = await repository.create_company(business_name=f"Bench {tag} {index} SpA")
-        await repository.create_session(user_id=profile.id, company_id=company.id)
-        users.append(
-            KnownUser(
-                Sender(phone, f"bench-{tag}-{index}", name=f"Usuaria {index}"),
-                profile.id,
-                company.id,
+async def bounded(factories: Sequence[Callable[[], Awaitable[T]]], concurrency: int) -> list[T]:
+    """Run the coroutines the factories make, at most `concurrency` at a time, in order."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(factory: Callable[[], Awaitable[T]]) -> T:
+        async with slots:
+            return await factory()
+
+    return list(await asyncio.gather(*(one(factory) for factory in factories)))
+
+
+def user_phone(tag: str, index: int) -> str:
+    """A Chilean mobile number unique to (tag, index) for up to 100,000 users per tag."""
+    prefix = 100 + int(hashlib.sha256(tag.encode()).hexdigest(), 16) % 900
+    return f"+569{prefix:03d}{index:05d}"
+
+
+async def seed_users(
+    database: Database, count: int, *, tag: str, concurrency: int = 16
+) -> list[KnownUser]:
+    """`count` Fizko users (DirectorySeeder, as the web app writes them), each with an active
+    company; each sender gets its own Kapso conversation id for pre-built deliveries."""
+    seeder = DirectorySeeder(database)
+
+    def user(index: int) -> Callable[[], Awaitable[KnownUser]]:
+        async def create() -> KnownUser:
+            phone = user_phone(tag, index)
+            name = f"Usuaria {index}"
+            profile = await seeder.create_profile(phone=phone, full_name=name)
+            company = await seeder.create_company(business_name=f"Bench {tag} {index} SpA")
+            await seeder.create_session(user_id=profile.id, company_id=company.id)
+            return KnownUser(
+                Sender(phone, f"bench-{tag}-{index}", name=name), profile.id, company.id
             )
-        )
-    return users
+
+        return create
+
+    return await bounded([user(index) for index in range(count)], concurrency)
+
+
+def seed(store: StoreRef, count: int, tag: str) -> list[KnownUser]:
+    """`seed_users` from synchronous code."""
+
+    async def run() -> list[KnownUser]:
+        database = await store.open(max_size=16)
+        try:
+            return await seed_users(database, count, tag=tag)
+        finally:
+            await database.aclose()
+
+    return asyncio.run(run())
